@@ -1,0 +1,107 @@
+// Runs the plugin set over one admission request and turns the outcome into a response.
+// Pure: everything it reads comes in as arguments; everything it produces is data.
+import fastJsonPatch from "fast-json-patch";
+import type { AdmissionRequest, AdmissionResponse, Violation } from "./types.ts";
+import type { ClusterView, Context, Phase, Plugin } from "./plugin.ts";
+import type { EffectivePolicy, Project } from "../policy/types.ts";
+import { canSetPodField, podTemplate, templateFieldPath, toWorkload, type Workload } from "../workload/workload.ts";
+import { isInferenceWorkload } from "../workload/gpu.ts";
+import { allow, deny, formatViolation } from "./responses.ts";
+
+export interface PolicyResolver {
+  /** The project owning `namespace` and its effective policy, or undefined: not an inference namespace. */
+  resolve(namespace: string): { project: Project; policy: EffectivePolicy } | undefined;
+}
+
+export interface PipelineInput {
+  request: AdmissionRequest;
+  phase: Phase;
+  plugins: readonly Plugin[];
+  policies: PolicyResolver;
+  cluster: ClusterView;
+  /** Called with each plugin's duration, for the latency histogram. */
+  onPluginTiming?: (plugin: string, seconds: number) => void;
+}
+
+export interface PipelineResult {
+  response: AdmissionResponse;
+  /** The mutated object (mutate phase), for `infergate apply`. */
+  object?: unknown;
+  violations: Violation[];
+  warnings: string[];
+  /** Why the request was passed over without work, for logs. */
+  skipped?: string;
+  project?: string;
+}
+
+export const WARNING_MAX = 120;
+
+const { compare } = fastJsonPatch;
+
+export function runPipeline(input: PipelineInput): PipelineResult {
+  const { request, phase } = input;
+  const skip = (why: string): PipelineResult => ({ response: allow(request.uid), violations: [], warnings: [], skipped: why });
+
+  if (request.operation !== "CREATE" && request.operation !== "UPDATE") return skip(`operation ${request.operation}`);
+  const original = request.object;
+  const object = phase === "mutate" ? structuredClone(original) : original;
+  const workload = toWorkload(request, object);
+  if (!workload) return skip("not a kind infergate handles");
+  if (!workload.namespace) return skip("cluster-scoped");
+  const resolved = input.policies.resolve(workload.namespace);
+  if (!resolved) return skip("namespace belongs to no Project");
+
+  const old = request.operation === "UPDATE" && request.oldObject ? toWorkload(request, request.oldObject) : undefined;
+  const warnings: string[] = [];
+  const violations: Violation[] = [];
+  let current = "";
+
+  const ctx: Context = {
+    request,
+    workload,
+    old,
+    project: resolved.project,
+    policy: resolved.policy,
+    cluster: input.cluster,
+    inference: isInferenceWorkload(workload, old),
+    template: () => podTemplate(workload),
+    canSet: (field) => canSetPodField(workload, field, input.cluster.knativeFeatures),
+    path: (sub) => templateFieldPath(workload, sub),
+    warn: (message) => {
+      const text = message.length > WARNING_MAX ? `${message.slice(0, WARNING_MAX - 1)}…` : message;
+      if (!warnings.includes(text)) warnings.push(text);
+    },
+    violation: (field, value, allowed, extra) => violations.push({ field, value, allowed, plugin: current, ...extra }),
+  };
+
+  for (const plugin of input.plugins) {
+    const run = phase === "mutate" ? plugin.mutate : plugin.validate;
+    if (!run || !plugin.appliesTo(ctx)) continue;
+    current = plugin.name;
+    const start = performance.now();
+    run.call(plugin, ctx);
+    input.onPluginTiming?.(plugin.name, (performance.now() - start) / 1000);
+  }
+
+  const project = resolved.project.metadata.name;
+  if (phase === "mutate") {
+    const patch = compare(original, object);
+    return {
+      response: allow(request.uid, warnings, patch.length ? patch : undefined),
+      object,
+      violations,
+      warnings,
+      project,
+    };
+  }
+  return { ...decide(request.uid, workload, resolved.policy, violations, warnings), object, project };
+}
+
+/** Under `enforcement: warn`, policy violations become warnings; quota and invalid input always deny. */
+function decide(uid: string, workload: Workload, policy: EffectivePolicy, violations: Violation[], warnings: string[]) {
+  const blocking = violations.filter((v) => policy.enforcement === "enforce" || (v.reason ?? "PolicyViolation") !== "PolicyViolation");
+  const warned = violations.filter((v) => !blocking.includes(v));
+  const allWarnings = [...warnings, ...warned.map((v) => `policy (warn): ${formatViolation(v)}`)];
+  if (blocking.length === 0) return { response: allow(uid, allWarnings), violations, warnings: allWarnings };
+  return { response: deny(uid, workload, blocking, allWarnings), violations, warnings: allWarnings };
+}

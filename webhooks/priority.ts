@@ -1,0 +1,38 @@
+// Priority class: inject the policy default where the workload sets none; enforce the allowed list
+// and the `locked` rule.
+import type { Plugin } from "../src/admission/plugin.ts";
+import { peekTemplate } from "../src/workload/workload.ts";
+
+export const priority: Plugin = {
+  name: "priority",
+
+  appliesTo: (ctx) => ctx.inference && peekTemplate(ctx.workload) !== undefined && ctx.workload.role !== "replica-pod" && ctx.workload.role !== "knative-deployment",
+
+  mutate(ctx) {
+    const wanted = ctx.policy.defaults.priorityClassName;
+    if (!wanted || !ctx.canSet("priorityClassName")) return;
+    const spec = ctx.template()!.spec;
+    const current: string | undefined = spec.priorityClassName || undefined;
+    if (current === undefined) {
+      spec.priorityClassName = wanted;
+      ctx.warn(`infergate: set priorityClassName=${wanted} (policy default)`);
+    } else if (current !== wanted && ctx.policy.rules.locked?.includes("priorityClassName")) {
+      spec.priorityClassName = wanted;
+      ctx.warn(`infergate: replaced priorityClassName ${current} with ${wanted} (locked by policy)`);
+    }
+  },
+
+  validate(ctx) {
+    const value: string | undefined = peekTemplate(ctx.workload)?.spec?.priorityClassName || undefined;
+    if (value === undefined) return;
+    const field = ctx.path("spec.priorityClassName");
+    const allowed = ctx.policy.rules.priorityClassNames;
+    if (allowed?.length && !allowed.includes(value)) {
+      ctx.violation(field, value, `supported values: ${allowed.map((a) => `"${a}"`).join(", ")}`);
+    }
+    const wanted = ctx.policy.defaults.priorityClassName;
+    if (wanted && value !== wanted && ctx.policy.rules.locked?.includes("priorityClassName")) {
+      ctx.violation(field, value, `locked by policy to "${wanted}"`);
+    }
+  },
+};
