@@ -19,7 +19,9 @@ mkdir -p "$BIN" "$SRC"
 log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 have() { # binary, expected version substring
-  [ -x "$BIN/$1" ] && "$BIN/$1" --version 2>/dev/null | grep -q -- "$2"
+  local args=(--version)
+  [ "$1" = kubectl ] && args=(version --client)
+  [ -x "$BIN/$1" ] && "$BIN/$1" "${args[@]}" 2>/dev/null | grep -q -- "$2"
 }
 
 timed() { # name, command...

@@ -1,0 +1,102 @@
+// The HTTPS front of the webhook: express routes, body limits, TLS hot reload, graceful shutdown.
+import https from "node:https";
+import type { AddressInfo } from "node:net";
+import express, { type NextFunction, type Request, type Response } from "express";
+import { handleAdmission, type AdmissionDeps } from "./handler.ts";
+
+export const MAX_BODY_BYTES = 3 * 1024 * 1024;
+
+export interface ServerOptions {
+  address: string;
+  port: number;
+  cert: string;
+  key: string;
+  deps: AdmissionDeps;
+  /** Readiness beyond "listening": e.g. the policy store's first sync. */
+  ready?: () => boolean;
+}
+
+export interface RunningServer {
+  port: number;
+  address: string;
+  /** Serve a new certificate pair to new connections; connections in flight keep theirs. */
+  reloadCertificate(pair: { cert: string; key: string }): void;
+  /** Stop accepting, answer what is in flight, then close. */
+  close(): Promise<void>;
+}
+
+export function createApp(deps: AdmissionDeps, ready: () => boolean, shuttingDown: () => boolean) {
+  const app = express();
+  app.disable("x-powered-by");
+  app.disable("etag");
+  const json = express.json({ limit: MAX_BODY_BYTES, type: () => true });
+  for (const phase of ["mutate", "validate"] as const) {
+    app.post(`/${phase}`, json, async (req: Request, res: Response) => {
+      const answer = await handleAdmission(phase, req.body, deps);
+      if (shuttingDown()) res.setHeader("Connection", "close");
+      res.status(answer.status).json(answer.body);
+    });
+  }
+  app.get("/healthz", (_req, res) => {
+    res.type("text/plain").send("ok");
+  });
+  app.get("/readyz", (_req, res) => {
+    const ok = ready() && !shuttingDown();
+    res.status(ok ? 200 : 503).type("text/plain").send(ok ? "ok" : shuttingDown() ? "shutting down" : "policy store not synced yet");
+  });
+  app.get("/metrics", async (_req, res) => {
+    res.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
+  });
+  app.use((req: Request, res: Response) => {
+    res.status(404).json(status(404, `no route for ${req.method} ${req.path}; use POST /mutate or POST /validate`));
+  });
+  // express.json reports its own failures here: oversized (413) and unparseable (400) bodies.
+  app.use((err: any, _req: Request, res: Response, _next: NextFunction) => {
+    const code = err?.type === "entity.too.large" ? 413 : typeof err?.status === "number" && err.status < 500 ? err.status : 500;
+    const webhook = _req.path.replace("/", "");
+    deps.metrics.badRequests.inc({ webhook, code: String(code) });
+    const message =
+      code === 413
+        ? `request body exceeds ${MAX_BODY_BYTES} bytes`
+        : err?.type === "entity.parse.failed"
+          ? `request body is not valid JSON: ${err.message}`
+          : String(err?.message ?? err);
+    res.status(code).json(status(code, message));
+  });
+  return app;
+}
+
+function status(code: number, message: string) {
+  return { kind: "Status", apiVersion: "v1", status: "Failure", code, message };
+}
+
+export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+  let closing = false;
+  const app = createApp(opts.deps, opts.ready ?? (() => true), () => closing);
+  const server = https.createServer({ cert: opts.cert, key: opts.key, minVersion: "TLSv1.2" }, app);
+  server.keepAliveTimeout = 30_000;
+  server.headersTimeout = 35_000;
+  server.requestTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.address, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  return {
+    port: addr.port,
+    address: addr.address,
+    reloadCertificate(pair) {
+      server.setSecureContext({ cert: pair.cert, key: pair.key, minVersion: "TLSv1.2" } as any);
+    },
+    close() {
+      closing = true;
+      return new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+    },
+  };
+}

@@ -1,0 +1,148 @@
+// `infergate apply`: offline evaluation, like `kyverno apply`. It builds the AdmissionReview the API
+// server would send and runs it through the webhook's own handler, so the two cannot disagree.
+import { readFileSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import fastJsonPatch from "fast-json-patch";
+import { stringify } from "yaml";
+import { handleAdmission, type AdmissionDeps } from "../admission/handler.ts";
+import type { AdmissionRequest, AdmissionReview } from "../admission/types.ts";
+import { PolicyStore } from "../policy/store.ts";
+import { plugins } from "../../webhooks/index.ts";
+import { createAdmissionMetrics } from "../observability/metrics.ts";
+import { createLogger } from "../observability/log.ts";
+import { loadPolicySources } from "../policy/sources.ts";
+import { reviewPolicyRequest } from "../policy/validation.ts";
+import { resourceFor, sameObject } from "../workload/kinds.ts";
+import { parseFlags, UsageError } from "./flags.ts";
+import { offlineQuotaView } from "../quota/offline.ts";
+
+const HELP = `usage: infergate apply --policy FILE... --resource FILE [--cluster FILE]
+
+  --policy FILE     Projects and InferencePolicies (YAML stream or kind: List); repeatable
+  --resource FILE   the object(s) to admit, as kubectl would send them
+  --cluster FILE    existing objects (kubectl get projects,deployments,ksvc -A -o yaml): usage for quota, the
+                    old object for an UPDATE, and knative-serving/config-features if present
+
+Prints each admitted object as YAML on stdout and warnings on stderr, or the denial on stderr.
+Exit status: 0 admitted, 1 denied, 2 bad input.`;
+
+export async function runApply(argv: string[], out = process.stdout, err = process.stderr): Promise<number> {
+  let flags;
+  try {
+    flags = parseFlags(
+      argv,
+      { policy: { type: "string", multiple: true }, resource: { type: "string" }, cluster: { type: "string" }, help: { type: "boolean" } },
+      "apply",
+    ).values;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      err.write(`${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+  if (flags.help) {
+    out.write(`${HELP}\n`);
+    return 0;
+  }
+  if (!flags.resource) {
+    err.write(`infergate apply: --resource FILE is required\n\n${HELP}\n`);
+    return 2;
+  }
+  const read = (file: string) => {
+    try {
+      return { name: file, text: readFileSync(file, "utf8") };
+    } catch (e) {
+      throw new UsageError(`infergate apply: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  };
+  let policyInput, clusterInput, resourceInput;
+  try {
+    policyInput = loadPolicySources((flags.policy ?? []).map(read));
+    clusterInput = flags.cluster ? loadPolicySources([read(flags.cluster)]) : undefined;
+    resourceInput = loadPolicySources([read(flags.resource)]);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      err.write(`${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+  const errors = [...policyInput.errors, ...(clusterInput?.errors ?? []), ...resourceInput.errors];
+  if (errors.length) {
+    err.write(`infergate apply: bad input:\n  ${errors.join("\n  ")}\n`);
+    return 2;
+  }
+  const resources = resourceInput.all;
+  if (resources.length === 0) {
+    err.write(`infergate apply: ${flags.resource} holds no object\n`);
+    return 2;
+  }
+
+  const store = new PolicyStore();
+  clusterInput?.fill(store);
+  policyInput.fill(store);
+  const existing = clusterInput?.all ?? [];
+  const quota = offlineQuotaView(existing, store);
+  const deps: AdmissionDeps = {
+    plugins,
+    policies: store,
+    cluster: () => ({ knativeFeatures: store.knativeFeatures, quota }),
+    metrics: createAdmissionMetrics({ defaults: false }),
+    logger: createLogger("error", (line) => err.write(line)),
+    reviewOwnKinds: (request) => reviewPolicyRequest(request, store),
+  };
+
+  let denied = false;
+  const admitted: unknown[] = [];
+  for (const object of resources) {
+    const target = resourceFor(object);
+    if (!target) {
+      err.write(`infergate apply: ${describe(object)}: needs apiVersion, kind and metadata.name\n`);
+      return 2;
+    }
+    const old = existing.find((o) => sameObject(o, object));
+    const request: AdmissionRequest = {
+      uid: randomUUID(),
+      kind: target.kind,
+      resource: target.resource,
+      requestKind: target.kind,
+      requestResource: target.resource,
+      name: object.metadata?.name ?? "",
+      namespace: target.namespaced ? (object.metadata?.namespace ?? "default") : undefined,
+      operation: old ? "UPDATE" : "CREATE",
+      userInfo: { username: "infergate-apply" },
+      object,
+      oldObject: old ?? null,
+      dryRun: true,
+    };
+    if (target.namespaced && !object.metadata?.namespace) object.metadata = { ...object.metadata, namespace: "default" };
+    const mutated = await review("mutate", request, deps);
+    let result = object;
+    if (mutated.response?.patch) {
+      const patch = JSON.parse(Buffer.from(mutated.response.patch, "base64").toString("utf8"));
+      result = fastJsonPatch.applyPatch(structuredClone(object), patch, false, false).newDocument;
+    }
+    const validated = await review("validate", { ...request, object: result }, deps);
+    const warnings = [...(mutated.response?.warnings ?? []), ...(validated.response?.warnings ?? [])];
+    for (const w of warnings) err.write(`Warning: ${w}\n`);
+    if (!validated.response?.allowed) {
+      denied = true;
+      err.write(`Error from server (${validated.response?.status?.reason ?? "Forbidden"}): admission webhook "infergate" denied the request: ${validated.response?.status?.message}\n`);
+      continue;
+    }
+    admitted.push(result);
+  }
+  out.write(admitted.map((o) => stringify(o)).join("---\n"));
+  return denied ? 1 : 0;
+}
+
+async function review(phase: "mutate" | "validate", request: AdmissionRequest, deps: AdmissionDeps): Promise<AdmissionReview> {
+  const answer = await handleAdmission(phase, { apiVersion: "admission.k8s.io/v1", kind: "AdmissionReview", request }, deps);
+  if (answer.status !== 200) throw new Error(`internal: ${phase} answered HTTP ${answer.status}: ${JSON.stringify(answer.body)}`);
+  return answer.body as AdmissionReview;
+}
+
+function describe(o: any): string {
+  return `${o?.kind ?? "object without kind"} ${o?.metadata?.name ?? "(no name)"}`;
+}

@@ -1,0 +1,139 @@
+// `infergate serve`: the admission webhook server.
+import { readFileSync } from "node:fs";
+import { KubeConfig } from "@kubernetes/client-node";
+import { startServer } from "../admission/server.ts";
+import type { AdmissionDeps } from "../admission/handler.ts";
+import { PolicyStore } from "../policy/store.ts";
+import { plugins } from "../../webhooks/index.ts";
+import { createAdmissionMetrics } from "../observability/metrics.ts";
+import { createLogger, isLevel, type Level } from "../observability/log.ts";
+import { loadKeyPair, watchKeyPair } from "../tls/reload.ts";
+import { watchPolicies } from "../kube/policy-watches.ts";
+import { loadPolicySources } from "../policy/sources.ts";
+import { reviewPolicyRequest } from "../policy/validation.ts";
+import { intFlag, parseFlags, UsageError } from "./flags.ts";
+
+const HELP = `usage: infergate serve [flags]
+
+  --port N            HTTPS port (default 8443)
+  --address ADDR      listen address (default 0.0.0.0; use 127.0.0.1 outside a cluster)
+  --cert FILE         serving certificate (default certs/tls.crt); reloaded when it changes
+  --key FILE          serving key (default certs/tls.key)
+  --policy FILE       static mode: Projects, InferencePolicies (and config-features) from YAML; repeatable
+  --kubeconfig FILE   watch policies in this cluster (default: in-cluster config when running in a pod)
+  --log-level LEVEL   debug, info, warn, error (default info)`;
+
+export async function runServe(argv: string[]): Promise<number> {
+  let flags;
+  try {
+    flags = parseFlags(
+      argv,
+      {
+        port: { type: "string" },
+        address: { type: "string" },
+        cert: { type: "string" },
+        key: { type: "string" },
+        policy: { type: "string", multiple: true },
+        kubeconfig: { type: "string" },
+        "log-level": { type: "string" },
+        help: { type: "boolean" },
+      },
+      "serve",
+    ).values;
+    if (flags.help) {
+      console.log(HELP);
+      return 0;
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(err.message);
+      return 2;
+    }
+    throw err;
+  }
+  const level = flags["log-level"] ?? "info";
+  if (!isLevel(level)) {
+    console.error(`--log-level: must be one of debug, info, warn, error, got "${level}"`);
+    return 2;
+  }
+  const logger = createLogger(level as Level);
+  let port: number;
+  try {
+    port = intFlag(flags.port, "port", 8443, 0, 65535);
+  } catch (err) {
+    console.error((err as Error).message);
+    return 2;
+  }
+  const certFile = flags.cert ?? "certs/tls.crt";
+  const keyFile = flags.key ?? "certs/tls.key";
+  let pair;
+  try {
+    pair = loadKeyPair(certFile, keyFile);
+  } catch (err) {
+    console.error(`infergate serve: ${(err as Error).message}\nCreate certificates with: infergate certs --out certs --host localhost --host 127.0.0.1`);
+    return 2;
+  }
+
+  const store = new PolicyStore();
+  let synced: () => boolean = () => true;
+  let stopWatches: () => Promise<void> = async () => undefined;
+  if (flags.policy?.length) {
+    if (flags.kubeconfig) {
+      console.error("infergate serve: --policy (static mode) and --kubeconfig (cluster mode) exclude each other; give one");
+      return 2;
+    }
+    const loaded = loadPolicySources(flags.policy.map((f) => ({ name: f, text: readFileSync(f, "utf8") })));
+    if (loaded.errors.length) {
+      console.error(`infergate serve: bad policy input:\n  ${loaded.errors.join("\n  ")}`);
+      return 2;
+    }
+    loaded.fill(store);
+    logger.log("info", "static policy mode", { projects: store.listProjects().length, policies: store.listPolicies().length });
+  } else {
+    const kc = new KubeConfig();
+    try {
+      if (flags.kubeconfig) kc.loadFromFile(flags.kubeconfig);
+      else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
+      else {
+        console.error("infergate serve: no policy source; give --policy FILE (static mode) or --kubeconfig FILE, or run inside a cluster");
+        return 2;
+      }
+    } catch (err) {
+      console.error(`infergate serve: cannot load kubeconfig: ${(err as Error).message}`);
+      return 2;
+    }
+    const watches = watchPolicies(kc, store, logger);
+    synced = watches.synced;
+    stopWatches = watches.stop;
+  }
+
+  const metrics = createAdmissionMetrics();
+  const deps: AdmissionDeps = {
+    plugins,
+    policies: store,
+    cluster: () => ({ knativeFeatures: store.knativeFeatures }),
+    metrics,
+    logger,
+    reviewOwnKinds: (request) => reviewPolicyRequest(request, store),
+  };
+  const server = await startServer({ address: flags.address ?? "0.0.0.0", port, cert: pair.cert, key: pair.key, deps, ready: synced });
+  const stopCertWatch = watchKeyPair(certFile, keyFile, (next) => {
+    server.reloadCertificate(next);
+    logger.log("info", "serving certificate reloaded", { cert: certFile });
+  });
+  logger.log("info", "infergate webhook listening", { address: server.address, port: server.port });
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.log("info", "shutting down: draining requests in flight", { signal });
+    stopCertWatch();
+    await server.close();
+    await stopWatches();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+  return -1;
+}

@@ -1,0 +1,69 @@
+// List-then-watch with restart. client-node's ListWatch relists on 410 Gone by itself but stops on
+// other errors (API server restart, network loss, 429); we restart it with capped backoff, forever.
+import { ListWatch, Watch, type KubeConfig, type KubernetesObject, type KubernetesListObject } from "@kubernetes/client-node";
+import type { Logger } from "../observability/log.ts";
+
+export type WatchEvent = "ADDED" | "MODIFIED" | "DELETED";
+
+export interface WatchedResource<T extends KubernetesObject> {
+  name: string;
+  /** True once the first full list has been delivered. */
+  synced(): boolean;
+  list(): readonly T[];
+  get(name: string, namespace?: string): T | undefined;
+  stop(): Promise<void>;
+}
+
+export interface WatchOptions<T extends KubernetesObject> {
+  kc: KubeConfig;
+  name: string;
+  path: string;
+  list: () => Promise<KubernetesListObject<T>>;
+  onEvent: (event: WatchEvent, obj: T) => void;
+  /** Called after each full (re)list has been applied, with every object now in the cache. */
+  onSynced?: (objects: readonly T[]) => void;
+  logger: Logger;
+  fieldSelector?: string;
+  labelSelector?: string;
+}
+
+export function watchResource<T extends KubernetesObject>(opts: WatchOptions<T>): WatchedResource<T> {
+  let synced = false;
+  let stopped = false;
+  let backoffMs = 500;
+  let timer: NodeJS.Timeout | undefined;
+  const listFn = async () => {
+    const list = await opts.list();
+    // ListWatch applies the items right after this promise settles; mark sync after that.
+    setImmediate(() => {
+      synced = true;
+      backoffMs = 500;
+      opts.onSynced?.(lw.list());
+    });
+    return list;
+  };
+  const lw = new ListWatch<T>(opts.path, new Watch(opts.kc), listFn, false, opts.labelSelector, opts.fieldSelector);
+  lw.on("add", (o) => opts.onEvent("ADDED", o));
+  lw.on("update", (o) => opts.onEvent("MODIFIED", o));
+  lw.on("delete", (o) => opts.onEvent("DELETED", o));
+  lw.on("error", (err: any) => {
+    if (stopped) return;
+    opts.logger.log("warn", "watch interrupted; restarting", { resource: opts.name, error: String(err?.message ?? err), retryInMs: backoffMs });
+    timer = setTimeout(() => {
+      if (!stopped) lw.start().catch(() => undefined);
+    }, backoffMs + Math.random() * backoffMs * 0.2);
+    backoffMs = Math.min(backoffMs * 2, 30_000);
+  });
+  lw.start().catch(() => undefined);
+  return {
+    name: opts.name,
+    synced: () => synced,
+    list: () => lw.list(),
+    get: (name, namespace) => lw.get(name, namespace),
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await lw.stop();
+    },
+  };
+}
