@@ -117,10 +117,15 @@ export async function runServe(argv: string[]): Promise<number> {
     reviewOwnKinds: (request) => reviewPolicyRequest(request, store),
   };
   const server = await startServer({ address: flags.address ?? "0.0.0.0", port, cert: pair.cert, key: pair.key, deps, ready: synced });
-  const stopCertWatch = watchKeyPair(certFile, keyFile, (next) => {
-    server.reloadCertificate(next);
-    logger.log("info", "serving certificate reloaded", { cert: certFile });
-  });
+  const stopCertWatch = watchKeyPair(
+    certFile,
+    keyFile,
+    (next) => {
+      server.reloadCertificate(next);
+      logger.log("info", "serving certificate reloaded", { cert: certFile });
+    },
+    { onError: (error) => logger.log("warn", "certificate files changed but are not a usable pair yet; still serving the previous one", { error: error.message }) },
+  );
   logger.log("info", "infergate webhook listening", { address: server.address, port: server.port });
 
   let stopping = false;

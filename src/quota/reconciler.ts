@@ -1,0 +1,116 @@
+// Keeps Project.status current (allocated, reserved, available, workloads, conditions) and settles
+// reservations. Runs on the leader only; every write is a compare-and-swap, so a stale leader's
+// write fails instead of overwriting a newer reservation.
+import type { Project, ProjectStatus } from "../policy/types.ts";
+import type { Logger } from "../observability/log.ts";
+import type { ProjectStatusApi, LedgerLookup } from "./ledger.ts";
+import { activeReservations, formatGpus, reservedExtraMilli, settledReservations, toMilli, type Reservation } from "./reservations.ts";
+
+export interface ReconcilerOptions {
+  api: ProjectStatusApi;
+  lookup: LedgerLookup;
+  workloads: (project: string) => number;
+  projects: () => Project[];
+  isLeader: () => boolean;
+  logger: Logger;
+  everyMs?: number;
+  /** How long an admitted object must be visible before its reservation stops covering it. */
+  graceMs?: number;
+  now?: () => Date;
+}
+
+/** The status a project should have now; pure. */
+export function desiredStatus(
+  project: Project,
+  lookup: LedgerLookup,
+  workloads: number,
+  settled: readonly Reservation[],
+  now: Date,
+): ProjectStatus {
+  const name = project.metadata.name ?? "";
+  const drop = new Set(settled.map((r) => `${r.key}@${r.replaces}`));
+  const reservations = activeReservations(project.status?.reservations as Reservation[] | undefined, now).filter((r) => !drop.has(`${r.key}@${r.replaces}`));
+  const allocated = lookup.allocatedMilli(name);
+  const reserved = reservations.reduce((sum, r) => sum + reservedExtraMilli(r, lookup), 0);
+  const quota = project.spec?.gpuQuota;
+  const status: ProjectStatus & { availableGpus?: string } = {
+    ...project.status,
+    allocatedGpus: formatGpus(allocated),
+    reservedGpus: formatGpus(reserved),
+    workloads,
+    reservations,
+  };
+  const within = quota === undefined || allocated + reserved <= toMilli(quota);
+  if (quota !== undefined) status.availableGpus = formatGpus(Math.max(0, toMilli(quota) - allocated - reserved));
+  else delete status.availableGpus;
+  const previous = (project.status?.conditions as any[] | undefined)?.find((c) => c?.type === "WithinQuota");
+  const condStatus = within ? "True" : "False";
+  status.conditions = [
+    {
+      type: "WithinQuota",
+      status: condStatus,
+      reason: within ? "UsageWithinQuota" : "UsageOverQuota",
+      message: quota === undefined ? "no GPU quota set" : `${formatGpus(allocated + reserved)} of ${quota} GPUs in use or reserved`,
+      lastTransitionTime: previous?.status === condStatus ? previous.lastTransitionTime : now.toISOString(),
+    },
+  ];
+  return status;
+}
+
+function sameStatus(a: ProjectStatus | undefined, b: ProjectStatus): boolean {
+  const strip = (s: any) => JSON.stringify({ ...s, conditions: (s?.conditions ?? []).map((c: any) => ({ ...c, lastTransitionTime: undefined })) });
+  return strip(a ?? {}) === strip(b);
+}
+
+export function startReconciler(opts: ReconcilerOptions): { trigger(): void; stop(): void; runOnce(): Promise<void> } {
+  const firstSeen = new Map<string, number>();
+  const now = opts.now ?? (() => new Date());
+  let timer: NodeJS.Timeout | undefined;
+  let pending: NodeJS.Timeout | undefined;
+  let running = false;
+  let stopped = false;
+
+  const runOnce = async () => {
+    if (!opts.isLeader() || running) return;
+    running = true;
+    try {
+      for (const project of opts.projects()) {
+        const name = project.metadata.name ?? "";
+        const at = now();
+        const settled = settledReservations(project.status?.reservations as Reservation[] | undefined, opts.lookup, firstSeen, at, opts.graceMs ?? 3_000);
+        const status = desiredStatus(project, opts.lookup, opts.workloads(name), settled, at);
+        if (sameStatus(project.status, status)) continue;
+        try {
+          await opts.api.replaceStatus({ ...project, status });
+        } catch (err: any) {
+          // 409: someone reserved meanwhile; the next round works from the newer copy.
+          if (err?.code !== 409 && err?.code !== 404) opts.logger.log("warn", "project status update failed", { project: name, error: String(err?.message ?? err) });
+        }
+      }
+    } finally {
+      running = false;
+    }
+  };
+  const loop = () => {
+    if (stopped) return;
+    void runOnce().finally(() => {
+      if (!stopped) timer = setTimeout(loop, opts.everyMs ?? 1_000);
+    });
+  };
+  loop();
+  return {
+    runOnce,
+    trigger() {
+      if (pending || stopped) return;
+      pending = setTimeout(() => {
+        pending = undefined;
+        void runOnce();
+      }, 100);
+    },
+    stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      if (pending) clearTimeout(pending);
+    },
+  };
+}
