@@ -20,13 +20,18 @@ export function formatViolation(v: Violation): string {
 const KIND_NAMES: Record<string, string> = { KnativeService: "Service.serving.knative.dev" };
 
 export function deny(uid: string, workload: Workload, violations: Violation[], warnings: string[] = []): AdmissionResponse {
-  const kind = KIND_NAMES[workload.kind] ?? workload.kind;
-  const what = `${kind} "${workload.name}"`;
+  return denyObject(uid, { kind: KIND_NAMES[workload.kind] ?? workload.kind, name: workload.name }, violations, warnings);
+}
+
+/** The same denial for any object, e.g. a cluster-scoped `Project.infergate.dev` that is no Workload. */
+export function denyObject(uid: string, target: { kind: string; name: string }, violations: Violation[], warnings: string[] = []): AdmissionResponse {
+  const { kind, name } = target;
+  const what = `${kind} "${name}"`;
   const parts = violations.map(formatViolation);
   const message = violations.length === 1 ? `${what} is invalid: ${parts[0]}` : `${what} is invalid: [${parts.join(", ")}]`;
   const reasons = [...new Set(violations.map((v) => v.reason ?? "PolicyViolation"))];
   const details: Record<string, unknown> = {
-    name: workload.name,
+    name,
     kind,
     causes: violations.map((v) => ({ reason: v.reason ?? "PolicyViolation", message: v.allowed, field: v.field })),
   };

@@ -10,7 +10,7 @@ import { PolicyStore } from "../policy/store.ts";
 import { plugins } from "../../webhooks/index.ts";
 import { createAdmissionMetrics } from "../observability/metrics.ts";
 import { createLogger } from "../observability/log.ts";
-import { loadPolicySources } from "../policy/sources.ts";
+import { loadObjects, loadPolicyInput } from "../policy/sources.ts";
 import { reviewPolicyRequest } from "../policy/validation.ts";
 import { resourceFor, sameObject } from "../workload/kinds.ts";
 import { parseFlags, UsageError } from "./flags.ts";
@@ -58,9 +58,9 @@ export async function runApply(argv: string[], out = process.stdout, err = proce
   };
   let policyInput, clusterInput, resourceInput;
   try {
-    policyInput = loadPolicySources((flags.policy ?? []).map(read));
-    clusterInput = flags.cluster ? loadPolicySources([read(flags.cluster)]) : undefined;
-    resourceInput = loadPolicySources([read(flags.resource)]);
+    policyInput = loadPolicyInput(flags.policy ?? []);
+    clusterInput = flags.cluster ? loadObjects(read(flags.cluster)) : undefined;
+    resourceInput = loadObjects(read(flags.resource));
   } catch (e) {
     if (e instanceof UsageError) {
       err.write(`${e.message}\n`);

@@ -1,5 +1,4 @@
 // `infergate serve`: the admission webhook server.
-import { readFileSync } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
 import { startServer } from "../admission/server.ts";
 import type { AdmissionDeps } from "../admission/handler.ts";
@@ -9,7 +8,7 @@ import { createAdmissionMetrics } from "../observability/metrics.ts";
 import { createLogger, isLevel, type Level } from "../observability/log.ts";
 import { loadKeyPair, watchKeyPair } from "../tls/reload.ts";
 import { watchPolicies } from "../kube/policy-watches.ts";
-import { loadPolicySources } from "../policy/sources.ts";
+import { loadPolicyInput } from "../policy/sources.ts";
 import { reviewPolicyRequest } from "../policy/validation.ts";
 import { intFlag, parseFlags, UsageError } from "./flags.ts";
 
@@ -82,7 +81,7 @@ export async function runServe(argv: string[]): Promise<number> {
       console.error("infergate serve: --policy (static mode) and --kubeconfig (cluster mode) exclude each other; give one");
       return 2;
     }
-    const loaded = loadPolicySources(flags.policy.map((f) => ({ name: f, text: readFileSync(f, "utf8") })));
+    const loaded = loadPolicyInput(flags.policy);
     if (loaded.errors.length) {
       console.error(`infergate serve: bad policy input:\n  ${loaded.errors.join("\n  ")}`);
       return 2;

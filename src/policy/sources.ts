@@ -1,5 +1,5 @@
 // Policy input from files (serve --policy, apply): objects sorted into what the PolicyStore needs.
-import { parseManifests } from "./files.ts";
+import { loadPolicyFiles, parseManifests } from "./files.ts";
 import type { PolicyStore } from "./store.ts";
 import type { InferencePolicy, Project } from "./types.ts";
 import { parseKnativeFeatures } from "../workload/knative-features.ts";
@@ -13,18 +13,9 @@ export interface PolicySources {
   fill(store: PolicyStore): void;
 }
 
-const isKind = (o: any, apiGroup: string, kind: string) => o?.kind === kind && String(o?.apiVersion ?? "").startsWith(apiGroup);
+const isKind = (o: any, kind: string) => o?.kind === kind && String(o?.apiVersion ?? "").startsWith("infergate.dev/");
 
-export function loadPolicySources(files: Array<{ name: string; text: string }>): PolicySources {
-  const all: any[] = [];
-  const errors: string[] = [];
-  for (const f of files) {
-    const parsed = parseManifests(f.text, f.name);
-    all.push(...parsed.objects);
-    errors.push(...parsed.errors);
-  }
-  const projects = all.filter((o) => isKind(o, "infergate.dev/", "Project")) as Project[];
-  const policies = all.filter((o) => isKind(o, "infergate.dev/", "InferencePolicy")) as InferencePolicy[];
+function sources(all: any[], projects: Project[], policies: InferencePolicy[], errors: string[]): PolicySources {
   const features = all.find((o) => o?.kind === "ConfigMap" && o?.metadata?.name === "config-features" && o?.metadata?.namespace === "knative-serving");
   return {
     all,
@@ -37,4 +28,20 @@ export function loadPolicySources(files: Array<{ name: string; text: string }>):
       if (features) store.setKnativeFeatures(parseKnativeFeatures(features));
     },
   };
+}
+
+/** Policy files an admin wrote: every Project and InferencePolicy is validated as the webhook would. */
+export function loadPolicyInput(paths: readonly string[]): PolicySources {
+  const files = loadPolicyFiles(paths);
+  return sources([...files.projects, ...files.policies, ...files.configMaps, ...files.others], files.projects, files.policies, files.errors);
+}
+
+/**
+ * Objects as they are (a resource to admit, or `kubectl get -o yaml` output of a cluster): parsed but not
+ * validated, since the API server already accepted them.
+ */
+export function loadObjects(file: { name: string; text: string }): PolicySources {
+  const parsed = parseManifests(file.text, file.name);
+  const all = parsed.objects;
+  return sources(all, all.filter((o) => isKind(o, "Project")), all.filter((o) => isKind(o, "InferencePolicy")), parsed.errors);
 }

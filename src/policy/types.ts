@@ -32,6 +32,8 @@ export interface ProjectSpec {
 export interface ProjectStatus {
   allocatedGpus?: string;
   reservedGpus?: string;
+  /** gpuQuota − allocatedGpus − reservedGpus (negative after a quota cut); absent without a quota. */
+  availableGpus?: string;
   workloads?: number;
   reservations?: unknown[];
   conditions?: unknown[];
