@@ -1,7 +1,14 @@
-// The plugin set, in the order it runs. Mutations that others build on come first (GPU share decides
-// whether a pod is a GPU pod; scheduler fields before pod groups); quota validates last, on the
-// object as every other plugin left it.
+// The plugin set, in the order it runs. The scheduler and GPU share come first because later plugins
+// read what they decide (the queue, whether a pod is a GPU pod); policy rules and quota validate last,
+// on the object as every mutation left it.
 import type { Plugin } from "../src/admission/plugin.ts";
+import { scheduler } from "./scheduler.ts";
+import { gpuShare } from "./gpu-share.ts";
 import { priority } from "./priority.ts";
+import { tolerations } from "./tolerations.ts";
+import { nodePools } from "./node-pools.ts";
+import { labels } from "./labels.ts";
+import { knative } from "./knative.ts";
+import { policyRules } from "./policy-rules.ts";
 
-export const plugins: readonly Plugin[] = [priority];
+export const plugins: readonly Plugin[] = [scheduler, gpuShare, priority, tolerations, nodePools, labels, knative, policyRules];
