@@ -10,5 +10,6 @@ import { nodePools } from "./node-pools.ts";
 import { labels } from "./labels.ts";
 import { knative } from "./knative.ts";
 import { policyRules } from "./policy-rules.ts";
+import { quota } from "./quota.ts";
 
-export const plugins: readonly Plugin[] = [scheduler, gpuShare, priority, tolerations, nodePools, labels, knative, policyRules];
+export const plugins: readonly Plugin[] = [scheduler, gpuShare, priority, tolerations, nodePools, labels, knative, policyRules, quota];

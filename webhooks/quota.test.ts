@@ -46,8 +46,8 @@ function deployment(name: string, replicas: number, gpus: string | undefined, ex
       namespace: "team-a",
       ...(extra.revisionOf
         ? {
-            labels: { "serving.knative.dev/service": extra.revisionOf },
-            ownerReferences: [{ apiVersion: "serving.knative.dev/v1", kind: "Revision", name: `${extra.revisionOf}-00001`, uid: "r", controller: true }],
+            labels: { "serving.knative.dev/service": extra.revisionOf, "serving.knative.dev/revision": name.replace(/-deployment$/, "") },
+            ownerReferences: [{ apiVersion: "serving.knative.dev/v1", kind: "Revision", name: name.replace(/-deployment$/, ""), uid: "r", controller: true }],
           }
         : {}),
     },
@@ -229,6 +229,20 @@ describe("quota plugin: Knative Services", () => {
     expect(admit(project, request(SERVICES, "UPDATE", relabelled, old), totals).response.allowed).toBe(true);
   });
 
+  it("hand-over: the autoscaler's scale-up of a new revision to its min-scale is already paid for", () => {
+    const service = { ...ksvc("chat", 8), metadata: { name: "chat", namespace: "team-a", generation: 1 }, status: { observedGeneration: 1, latestCreatedRevisionName: "chat-00001" } };
+    const revision = deployment("chat-00001-deployment", 1, "1", { revisionOf: "chat" });
+    const totals = clusterWith(project, [service, revision]);
+    expect(totals.usage("team-a").allocated).toBe(8);
+    // Another workload cannot take the 7 GPUs the revision is about to scale into…
+    expect(admit(project, request(DEPLOYMENTS, "CREATE", deployment("llm", 1, "1")), totals).response.allowed).toBe(false);
+    // …and Knative's scale-up into them needs nothing new, while going beyond is checked.
+    const up = (n: number) => request(DEPLOYMENTS, "UPDATE", scaleObject("chat-00001-deployment", n), scaleObject("chat-00001-deployment", 1), "scale");
+    expect(admit(project, up(8), totals).response.allowed).toBe(true);
+    expect(quotaAdmissionOfRequest(up(8), project, totals)?.ledger).toEqual({ key: "Deployment/team-a/chat-00001-deployment", targetMilli: 1000, replaces: "" });
+    expect(admit(project, up(9), totals).response.allowed).toBe(false);
+  });
+
   it("hand-over: the revision Deployment Knative creates is not charged a second time", () => {
     // The Service's admission reserved its 8 GPUs; the edge holds them as a reservation until the cache sees them.
     const totals = clusterWith(project, []);
@@ -314,6 +328,12 @@ describe("quota plugin: when it stays out", () => {
     const totals = clusterWith(project, [old, deployment("chat-00001-deployment", 3, "1", { revisionOf: "chat" })]);
     const decision = quotaAdmissionOfRequest(request(SERVICES, "UPDATE", ksvc("chat", 4), old), project, totals);
     expect(decision).toMatchObject({ project: "team-a", need: { deltaMilli: 4000, pods: 4 }, check: { fits: true, freeMilli: 5000, quotaMilli: 8000 } });
+    // The ledger reserves the Service's charge once admitted: what the cache holds for it (0, its revision holds 3) plus the delta.
+    expect(decision?.ledger).toEqual({ key: "Service.serving.knative.dev/team-a/chat", targetMilli: 4000, replaces: "" });
+    const oldDeployment = { ...deployment("llm", 2, "1"), metadata: { name: "llm", namespace: "team-a", resourceVersion: "42" } };
+    const withLlm = clusterWith(project, [oldDeployment]);
+    const scaled = quotaAdmissionOfRequest(request(DEPLOYMENTS, "UPDATE", deployment("llm", 5, "1"), oldDeployment), project, withLlm);
+    expect(scaled?.ledger).toEqual({ key: "Deployment/team-a/llm", targetMilli: 5000, replaces: "42" });
     expect(quotaAdmissionOfRequest(request(SERVICES, "UPDATE", ksvc("chat", 4), old), projectWith(undefined), totals)).toBeUndefined();
   });
 });

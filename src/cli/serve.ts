@@ -11,6 +11,14 @@ import { watchPolicies } from "../kube/policy-watches.ts";
 import { loadPolicyInput } from "../policy/sources.ts";
 import { reviewPolicyRequest } from "../policy/validation.ts";
 import { intFlag, parseFlags, UsageError } from "./flags.ts";
+import { hostname } from "node:os";
+import { QuotaTotals } from "../quota/totals.ts";
+import { QuotaLedger, kubeProjectStatusApi } from "../quota/ledger.ts";
+import { ledgerLookup, refreshReserved, reserveAfterAdmission, watchQuotaObjects } from "../quota/edge.ts";
+import { startReconciler } from "../quota/reconciler.ts";
+import { electLeader } from "../kube/leader.ts";
+import type { AdmissionRequest } from "../admission/types.ts";
+import type { PipelineResult } from "../admission/pipeline.ts";
 
 const HELP = `usage: infergate serve [flags]
 
@@ -20,6 +28,7 @@ const HELP = `usage: infergate serve [flags]
   --key FILE          serving key (default certs/tls.key)
   --policy FILE       static mode: Projects, InferencePolicies (and config-features) from YAML; repeatable
   --kubeconfig FILE   watch policies in this cluster (default: in-cluster config when running in a pod)
+  --namespace NS      where the leader-election Lease lives (default $POD_NAMESPACE, else infergate-system)
   --log-level LEVEL   debug, info, warn, error (default info)`;
 
 export async function runServe(argv: string[]): Promise<number> {
@@ -34,6 +43,7 @@ export async function runServe(argv: string[]): Promise<number> {
         key: { type: "string" },
         policy: { type: "string", multiple: true },
         kubeconfig: { type: "string" },
+        namespace: { type: "string" },
         "log-level": { type: "string" },
         help: { type: "boolean" },
       },
@@ -74,8 +84,15 @@ export async function runServe(argv: string[]): Promise<number> {
   }
 
   const store = new PolicyStore();
+  const totals = new QuotaTotals((ns) => store.projectOf(ns));
+  store.onProjectChange((previous, current) => {
+    if (JSON.stringify(previous?.spec) !== JSON.stringify(current?.spec)) totals.recomputeProjects();
+    if (current) refreshReserved(totals, current);
+    else if (previous) totals.setReserved(previous.metadata.name ?? "", 0);
+  });
   let synced: () => boolean = () => true;
   let stopWatches: () => Promise<void> = async () => undefined;
+  let afterValidate: ((request: AdmissionRequest, result: PipelineResult) => Promise<any>) | undefined;
   if (flags.policy?.length) {
     if (flags.kubeconfig) {
       console.error("infergate serve: --policy (static mode) and --kubeconfig (cluster mode) exclude each other; give one");
@@ -102,18 +119,43 @@ export async function runServe(argv: string[]): Promise<number> {
       return 2;
     }
     const watches = watchPolicies(kc, store, logger);
-    synced = watches.synced;
-    stopWatches = watches.stop;
+    const statusApi = kubeProjectStatusApi(kc);
+    const lookup = ledgerLookup(totals);
+    const leader = electLeader({
+      kc,
+      logger,
+      namespace: flags.namespace ?? process.env.POD_NAMESPACE ?? "infergate-system",
+      name: "infergate-quota",
+      identity: `${hostname()}-${process.pid}`,
+    });
+    const reconciler = startReconciler({
+      api: statusApi,
+      lookup,
+      workloads: (p) => totals.usage(p).workloads,
+      projects: () => store.listProjects(),
+      isLeader: leader.isLeader,
+      logger,
+    });
+    const quotaWatches = watchQuotaObjects(kc, totals, logger, () => reconciler.trigger());
+    const ledger = new QuotaLedger({ api: statusApi, lookup, cachedProject: (name) => store.getProject(name) });
+    afterValidate = (request) => reserveAfterAdmission(request, store, totals, ledger);
+    synced = () => watches.synced() && quotaWatches.synced();
+    stopWatches = async () => {
+      reconciler.stop();
+      await leader.stop();
+      await Promise.all([watches.stop(), quotaWatches.stop()]);
+    };
   }
 
   const metrics = createAdmissionMetrics();
   const deps: AdmissionDeps = {
     plugins,
     policies: store,
-    cluster: () => ({ knativeFeatures: store.knativeFeatures }),
+    cluster: () => ({ knativeFeatures: store.knativeFeatures, quota: totals }),
     metrics,
     logger,
     reviewOwnKinds: (request) => reviewPolicyRequest(request, store),
+    afterValidate,
   };
   const server = await startServer({ address: flags.address ?? "0.0.0.0", port, cert: pair.cert, key: pair.key, deps, ready: synced });
   const stopCertWatch = watchKeyPair(

@@ -18,13 +18,26 @@ export class PolicyStore implements PolicyResolver {
   knativeFeatures: KnativeFeatures = DEFAULT_KNATIVE_FEATURES;
   /** Bumped on every change, so callers can tell a policy update happened. */
   generation = 0;
+  private projectListeners: Array<(previous: Project | undefined, current: Project | undefined) => void> = [];
+
+  /** Called after each Project change, with the old and new object (undefined for created/deleted). */
+  onProjectChange(listener: (previous: Project | undefined, current: Project | undefined) => void): void {
+    this.projectListeners.push(listener);
+  }
 
   upsertProject(p: Project): void {
-    this.projects.set(p.metadata.name ?? "", p);
-    this.touch();
+    const name = p.metadata.name ?? "";
+    const previous = this.projects.get(name);
+    this.projects.set(name, p);
+    // Status writes (reservations) are frequent and do not move namespaces: skip the rebuild for them.
+    if (!previous || JSON.stringify(previous.spec) !== JSON.stringify(p.spec)) this.touch();
+    for (const l of this.projectListeners) l(previous, p);
   }
   deleteProject(name: string): void {
-    if (this.projects.delete(name)) this.touch();
+    const previous = this.projects.get(name);
+    if (!this.projects.delete(name)) return;
+    this.touch();
+    for (const l of this.projectListeners) l(previous, undefined);
   }
   upsertPolicy(p: InferencePolicy): void {
     this.policies.set(p.metadata.name ?? "", p);
