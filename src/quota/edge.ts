@@ -10,8 +10,8 @@ import { watchResource, type WatchedResource } from "../kube/watch.ts";
 import { toWorkload } from "../workload/workload.ts";
 import { quotaAdmissionOfRequest } from "../../webhooks/quota.ts";
 import { quotaDenial } from "./accounting.ts";
-import { QuotaTotals } from "./totals.ts";
-import { QuotaLedger, type LedgerLookup, type ProjectStatusApi } from "./ledger.ts";
+import type { QuotaTotals } from "./totals.ts";
+import type { QuotaLedger, LedgerLookup, ProjectStatusApi } from "./ledger.ts";
 import { activeReservations, reservedExtraMilli, type Reservation } from "./reservations.ts";
 import type { ChargedKind } from "./view.ts";
 
