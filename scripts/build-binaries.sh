@@ -21,7 +21,12 @@ log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 have() { # binary, expected version substring
   local args=(--version)
   [ "$1" = kubectl ] && args=(version --client)
-  [ -x "$BIN/$1" ] && "$BIN/$1" "${args[@]}" 2>/dev/null | grep -q -- "$2"
+  [ -x "$BIN/$1" ] || return 1
+  # Capture before grepping: under pipefail, `grep -q` closing the pipe early can kill a multi-line
+  # --version (etcd prints four lines) with SIGPIPE, and a cached binary then counts as missing.
+  local out
+  out=$("$BIN/$1" "${args[@]}" 2>/dev/null) || return 1
+  grep -q -- "$2" <<<"$out"
 }
 
 timed() { # name, command...
