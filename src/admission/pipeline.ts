@@ -63,7 +63,7 @@ export function runPipeline(input: PipelineInput): PipelineResult {
     project: resolved.project,
     policy: resolved.policy,
     cluster: input.cluster,
-    inference: isInferenceWorkload(workload, old),
+    inference: workload.role === "scale" ? scaleTargetsGpuWorkload(workload, input.cluster) : isInferenceWorkload(workload, old),
     template: () => podTemplate(workload),
     canSet: (field) => canSetPodField(workload, field, input.cluster.knativeFeatures),
     path: (sub) => templateFieldPath(workload, sub),
@@ -95,6 +95,15 @@ export function runPipeline(input: PipelineInput): PipelineResult {
     };
   }
   return { ...decide(request.uid, workload, resolved.policy, violations, warnings), object, project };
+}
+
+/**
+ * A Scale carries no template, so whether it scales a GPU workload is read from the cache of charged
+ * Deployments. Without any usage view (nothing to look in) it is treated as one, so nothing slips past.
+ */
+function scaleTargetsGpuWorkload(workload: Workload, cluster: ClusterView): boolean {
+  if (!cluster.quota?.charge) return true;
+  return cluster.quota.charge("Deployment", workload.namespace, workload.name) !== undefined;
 }
 
 /** Under `enforcement: warn`, policy violations become warnings; quota and invalid input always deny. */
