@@ -9,7 +9,8 @@ import { tolerations } from "./tolerations.ts";
 import { nodePools } from "./node-pools.ts";
 import { labels } from "./labels.ts";
 import { knative } from "./knative.ts";
+import { podGroup } from "./pod-group.ts";
 import { policyRules } from "./policy-rules.ts";
 import { quota } from "./quota.ts";
 
-export const plugins: readonly Plugin[] = [scheduler, gpuShare, priority, tolerations, nodePools, labels, knative, policyRules, quota];
+export const plugins: readonly Plugin[] = [scheduler, gpuShare, priority, tolerations, nodePools, labels, knative, podGroup, policyRules, quota];

@@ -17,6 +17,7 @@ import { QuotaLedger, kubeProjectStatusApi } from "../quota/ledger.ts";
 import { ledgerLookup, refreshReserved, reserveAfterAdmission, watchQuotaObjects } from "../quota/edge.ts";
 import { startReconciler } from "../quota/reconciler.ts";
 import { electLeader } from "../kube/leader.ts";
+import { startPodGroupReconciler } from "../podgroups/reconciler.ts";
 import type { AdmissionRequest } from "../admission/types.ts";
 import type { PipelineResult } from "../admission/pipeline.ts";
 
@@ -88,7 +89,7 @@ export async function runServe(argv: string[]): Promise<number> {
   store.onProjectChange((previous, current) => {
     if (JSON.stringify(previous?.spec) !== JSON.stringify(current?.spec)) totals.recomputeProjects();
     if (current) refreshReserved(totals, current);
-    else if (previous) totals.setReserved(previous.metadata.name ?? "", 0);
+    else if (previous) totals.setReservations(previous.metadata.name ?? "", []);
   });
   let synced: () => boolean = () => true;
   let stopWatches: () => Promise<void> = async () => undefined;
@@ -137,11 +138,13 @@ export async function runServe(argv: string[]): Promise<number> {
       logger,
     });
     const quotaWatches = watchQuotaObjects(kc, totals, logger, () => reconciler.trigger());
+    const podGroups = startPodGroupReconciler({ kc, store, logger, isLeader: leader.isLeader, ready: watches.synced });
     const ledger = new QuotaLedger({ api: statusApi, lookup, cachedProject: (name) => store.getProject(name) });
     afterValidate = (request) => reserveAfterAdmission(request, store, totals, ledger);
     synced = () => watches.synced() && quotaWatches.synced();
     stopWatches = async () => {
       reconciler.stop();
+      await podGroups.stop();
       await leader.stop();
       await Promise.all([watches.stop(), quotaWatches.stop()]);
     };
