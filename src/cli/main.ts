@@ -20,6 +20,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import("./apply.ts")).runApply(rest);
     case "certs":
       return (await import("./certs.ts")).runCerts(rest);
+    case "adapter":
+      return (await import("./adapter.ts")).runAdapter(rest);
     case undefined:
     case "help":
     case "--help":
