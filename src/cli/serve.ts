@@ -18,7 +18,11 @@ import { ledgerLookup, refreshReserved, reserveAfterAdmission, watchQuotaObjects
 import { startReconciler } from "../quota/reconciler.ts";
 import { electLeader } from "../kube/leader.ts";
 import { startPodGroupReconciler } from "../podgroups/reconciler.ts";
+import { startHpaReconciler } from "../autoscaling/reconciler.ts";
+import { chargeKey } from "../quota/view.ts";
 import type { AdmissionRequest } from "../admission/types.ts";
+import { openTlsSecret, TLS_SECRET_FLAGS, TLS_SECRET_HELP } from "./serve-tls-secret.ts";
+import type { SecretCertificates } from "../tls/secret-manager.ts";
 import type { PipelineResult } from "../admission/pipeline.ts";
 
 const HELP = `usage: infergate serve [flags]
@@ -30,7 +34,8 @@ const HELP = `usage: infergate serve [flags]
   --policy FILE       static mode: Projects, InferencePolicies (and config-features) from YAML; repeatable
   --kubeconfig FILE   watch policies in this cluster (default: in-cluster config when running in a pod)
   --namespace NS      where the leader-election Lease lives (default $POD_NAMESPACE, else infergate-system)
-  --log-level LEVEL   debug, info, warn, error (default info)`;
+  --log-level LEVEL   debug, info, warn, error (default info)
+  --debug-endpoints   serve GET /debug/cache (the policy store and quota charges) to loopback clients`;
 
 export async function runServe(argv: string[]): Promise<number> {
   let flags;
@@ -46,12 +51,14 @@ export async function runServe(argv: string[]): Promise<number> {
         kubeconfig: { type: "string" },
         namespace: { type: "string" },
         "log-level": { type: "string" },
+        "debug-endpoints": { type: "boolean" },
         help: { type: "boolean" },
+        ...TLS_SECRET_FLAGS,
       },
       "serve",
     ).values;
     if (flags.help) {
-      console.log(HELP);
+      console.log(HELP + TLS_SECRET_HELP);
       return 0;
     }
   } catch (err) {
@@ -77,11 +84,22 @@ export async function runServe(argv: string[]): Promise<number> {
   const certFile = flags.cert ?? "certs/tls.crt";
   const keyFile = flags.key ?? "certs/tls.key";
   let pair;
-  try {
-    pair = loadKeyPair(certFile, keyFile);
-  } catch (err) {
-    console.error(`infergate serve: ${(err as Error).message}\nCreate certificates with: infergate certs --out certs --host localhost --host 127.0.0.1`);
-    return 2;
+  let certificates: SecretCertificates | undefined;
+  if (flags["tls-secret"] !== undefined) {
+    const namespace = flags.namespace ?? process.env.POD_NAMESPACE ?? "infergate-system";
+    const opened = await openTlsSecret(flags, { address: flags.address ?? "0.0.0.0", namespace, logger });
+    if ("error" in opened) {
+      console.error(opened.error);
+      return 2;
+    }
+    ({ certificates, pair } = opened);
+  } else {
+    try {
+      pair = loadKeyPair(certFile, keyFile);
+    } catch (err) {
+      console.error(`infergate serve: ${(err as Error).message}\nCreate certificates with: infergate certs --out certs --host localhost --host 127.0.0.1`);
+      return 2;
+    }
   }
 
   const store = new PolicyStore();
@@ -139,12 +157,14 @@ export async function runServe(argv: string[]): Promise<number> {
     });
     const quotaWatches = watchQuotaObjects(kc, totals, logger, () => reconciler.trigger());
     const podGroups = startPodGroupReconciler({ kc, store, logger, isLeader: leader.isLeader, ready: watches.synced });
+    const hpas = startHpaReconciler({ kc, store, logger, isLeader: leader.isLeader, ready: watches.synced });
     const ledger = new QuotaLedger({ api: statusApi, lookup, cachedProject: (name) => store.getProject(name) });
     afterValidate = (request) => reserveAfterAdmission(request, store, totals, ledger);
     synced = () => watches.synced() && quotaWatches.synced();
     stopWatches = async () => {
       reconciler.stop();
       await podGroups.stop();
+      await hpas.stop();
       await leader.stop();
       await Promise.all([watches.stop(), quotaWatches.stop()]);
     };
@@ -160,8 +180,10 @@ export async function runServe(argv: string[]): Promise<number> {
     reviewOwnKinds: (request) => reviewPolicyRequest(request, store),
     afterValidate,
   };
-  const server = await startServer({ address: flags.address ?? "0.0.0.0", port, cert: pair.cert, key: pair.key, deps, ready: synced });
-  const stopCertWatch = watchKeyPair(
+  const debugCache = flags["debug-endpoints"] ? () => cacheSnapshot(store, totals, synced()) : undefined;
+  const server = await startServer({ address: flags.address ?? "0.0.0.0", port, cert: pair.cert, key: pair.key, deps, ready: synced, debugCache });
+  certificates?.attach(server, pair);
+  const stopCertWatch = certificates ? () => undefined : watchKeyPair(
     certFile,
     keyFile,
     (next) => {
@@ -179,10 +201,28 @@ export async function runServe(argv: string[]): Promise<number> {
     logger.log("info", "shutting down: draining requests in flight", { signal });
     stopCertWatch();
     await server.close();
+    await certificates?.stop();
     await stopWatches();
     process.exit(0);
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
   return -1;
+}
+
+/** What `GET /debug/cache` shows: enough to compare this replica's caches with a fresh list from the API server. */
+function cacheSnapshot(store: PolicyStore, totals: QuotaTotals, synced: boolean) {
+  const identity = (o: { metadata: { name?: string; resourceVersion?: string } }) => ({ name: o.metadata.name ?? "", resourceVersion: o.metadata.resourceVersion ?? "" });
+  return {
+    synced,
+    projects: store.listProjects().map((p) => ({ ...identity(p), usage: totals.usage(p.metadata.name ?? "") })),
+    policies: store.listPolicies().map(identity),
+    charges: totals.list().map((c) => ({
+      key: chargeKey(c.kind, c.namespace, c.name),
+      project: c.project,
+      pods: c.pods,
+      milli: c.milli,
+      resourceVersion: c.resourceVersion ?? "",
+    })),
+  };
 }

@@ -58,6 +58,19 @@ export interface Cluster extends ClusterAccess {
   /** Notes about things skipped on purpose (e.g. infergate CRDs not written yet). */
   notes: string[];
   stop(): Promise<void>;
+  /**
+   * Stops one component by its PID (SIGKILL by default: a crash, not a clean shutdown), runs `whileDown`,
+   * then starts it again with the same flags and data, and waits until it is healthy. For failure tests.
+   */
+  restart(component: ClusterComponent, options?: RestartOptions): Promise<void>;
+}
+
+export type ClusterComponent = "etcd" | "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" | "kwok";
+
+export interface RestartOptions {
+  /** Runs while the component is down, e.g. to watch what its clients do meanwhile. */
+  whileDown?: () => Promise<void>;
+  signal?: "SIGKILL" | "SIGTERM";
 }
 
 export interface StartOptions {
@@ -108,51 +121,73 @@ export async function startCluster(options: StartOptions): Promise<Cluster> {
   const stop = () => (stopped ??= stopProcesses(processes));
   const crds: string[] = [];
   const notes: string[] = [];
-  const cluster: Cluster = { ...access, processes, crds, notes, stop };
+  const flagsOf = new Map<ClusterComponent, string[]>();
   const died = () => {
     const dead = processes.find((p) => p.exit());
     return dead ? `${dead.name} exited (${JSON.stringify(dead.exit())}); see ${dead.logFile}` : undefined;
   };
-  const start = async (name: string, args: string[]) => {
+  const start = async (name: ClusterComponent, args: string[]) => {
     const proc = await launch({ name, command: bin(name), args, stateDir, env: childEnv() });
+    flagsOf.set(name, args);
     processes.push(proc);
     return proc;
   };
+  const insecure: TlsIdentity = { insecure: true };
+  const healthzPorts: Partial<Record<ClusterComponent, number>> = { "kube-controller-manager": kcmPort, "kube-scheduler": schedulerPort };
+  const waitHealthy = async (name: ClusterComponent) => {
+    if (name === "etcd") {
+      await poll(
+        "etcd health",
+        async () => {
+          const res = await fetch(`http://${LOOPBACK}:${etcdPort}/health`);
+          return res.ok && (await res.json()).health === "true" ? true : undefined;
+        },
+        { timeoutMs, abort: died },
+      );
+    } else if (name === "kube-apiserver") {
+      await poll("kube-apiserver /readyz", async () => ((await access.api("GET", "/readyz")).status === 200 ? true : undefined), {
+        timeoutMs,
+        abort: died,
+      });
+    } else if (healthzPorts[name]) {
+      await poll(
+        `${name} /healthz`,
+        async () => ((await httpsRequest(`https://${LOOPBACK}:${healthzPorts[name]}/healthz`, insecure)).status === 200 ? true : undefined),
+        { timeoutMs, abort: died },
+      );
+    }
+  };
+  const restart = async (component: ClusterComponent, restartOptions: RestartOptions = {}) => {
+    const args = flagsOf.get(component);
+    if (!args) throw new Error(`cannot restart ${component}: this cluster never started it`);
+    const index = processes.findIndex((p) => p.name === component);
+    const running = processes[index];
+    if (running) {
+      if (!running.exit()) process.kill(running.pid, restartOptions.signal ?? "SIGKILL");
+      await running.exited;
+      processes.splice(index, 1);
+    }
+    await restartOptions.whileDown?.();
+    await start(component, args);
+    await waitHealthy(component);
+  };
+  const cluster: Cluster = { ...access, processes, crds, notes, stop, restart };
 
   try {
     say(`starting etcd on ${LOOPBACK}:${etcdPort}`);
     await start("etcd", etcdArgs(stateDir, etcdPort, etcdPeerPort));
-    await poll(
-      "etcd health",
-      async () => {
-        const res = await fetch(`http://${LOOPBACK}:${etcdPort}/health`);
-        return res.ok && (await res.json()).health === "true" ? true : undefined;
-      },
-      { timeoutMs, abort: died },
-    );
+    await waitHealthy("etcd");
 
     say(`starting kube-apiserver on ${server}`);
     await start("kube-apiserver", apiserverArgs(stateDir, pki, apiPort, etcdPort));
-    await poll("kube-apiserver /readyz", async () => ((await access.api("GET", "/readyz")).status === 200 ? true : undefined), {
-      timeoutMs,
-      abort: died,
-    });
+    await waitHealthy("kube-apiserver");
 
     say("starting kube-controller-manager, kube-scheduler and kwok");
     await start("kube-controller-manager", controllerManagerArgs(kubeconfig, pki, kcmPort));
     await start("kube-scheduler", schedulerArgs(kubeconfig, schedulerPort));
     await start("kwok", kwokArgs(kubeconfig, options.binDir));
-    const insecure: TlsIdentity = { insecure: true };
-    for (const [name, port] of [
-      ["kube-controller-manager", kcmPort],
-      ["kube-scheduler", schedulerPort],
-    ] as const) {
-      await poll(
-        `${name} /healthz`,
-        async () => ((await httpsRequest(`https://${LOOPBACK}:${port}/healthz`, insecure)).status === 200 ? true : undefined),
-        { timeoutMs, abort: died },
-      );
-    }
+    await waitHealthy("kube-controller-manager");
+    await waitHealthy("kube-scheduler");
 
     say("creating fake GPU nodes, PriorityClasses and CRDs");
     const nodes = fakeNodes(options.pools ?? DEFAULT_NODE_POOLS);
@@ -160,6 +195,8 @@ export async function startCluster(options: StartOptions): Promise<Cluster> {
     await applyObjects(access, [
       ...priorityClasses(),
       { apiVersion: "v1", kind: "Namespace", metadata: { name: "knative-serving" } },
+      // infergate's own namespace: `serve` keeps its leader-election Lease there.
+      { apiVersion: "v1", kind: "Namespace", metadata: { name: "infergate-system" } },
     ]);
 
     const infergateCrdFiles = yamlFiles(INFERGATE_CRD_DIR);

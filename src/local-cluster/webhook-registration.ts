@@ -5,7 +5,7 @@ import { poll } from "./api.ts";
 import { applyObjects } from "./apply.ts";
 import type { ClusterAccess } from "./cluster.ts";
 import { freePort, LOOPBACK } from "./ports.ts";
-import { webhookConfigurations } from "./webhook-config.ts";
+import { webhookConfigurations } from "../install/webhook-config.ts";
 
 export interface WebhookRegistration {
   baseUrl: string;
@@ -13,16 +13,26 @@ export interface WebhookRegistration {
   name?: string;
 }
 
+/**
+ * Not the install manifests' name ("infergate"): `kubectl apply -k manifests/ --dry-run=server` in the
+ * e2e suite would otherwise patch a url-form configuration with a service and be rejected.
+ */
+export const LOCAL_CONFIGURATION_NAME = "infergate-local";
+
 const PROBE_LABEL = "infergate.dev/webhook-probe";
 const PROBE_NAME = "infergate-probe";
 
 export async function registerWebhooks(cluster: Pick<ClusterAccess, "kubectl" | "api">, registration: WebhookRegistration): Promise<void> {
-  const { mutating, validating } = webhookConfigurations(registration);
+  const { mutating, validating } = webhookConfigurations({
+    baseUrl: registration.baseUrl,
+    caBundle: registration.caBundle,
+    name: registration.name ?? LOCAL_CONFIGURATION_NAME,
+  });
   await applyObjects(cluster, [mutating, validating]);
   await waitUntilEnforced(cluster);
 }
 
-export async function unregisterWebhooks(cluster: Pick<ClusterAccess, "api">, name = "infergate"): Promise<void> {
+export async function unregisterWebhooks(cluster: Pick<ClusterAccess, "api">, name = LOCAL_CONFIGURATION_NAME): Promise<void> {
   for (const kind of ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"]) {
     await cluster.api("DELETE", `/apis/admissionregistration.k8s.io/v1/${kind}/${name}`);
   }

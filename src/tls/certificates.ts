@@ -6,6 +6,10 @@ import { X509Certificate, createPrivateKey, generateKeyPairSync, randomBytes } f
 import { isIP } from "node:net";
 import forge from "node-forge";
 
+// PrintableString (forge's default) cannot hold "@", "_" or "*", which Go's x509 parser then rejects;
+// UTF8String carries any common name.
+const UTF8 = forge.asn1.Type.UTF8;
+
 const { pki } = forge;
 
 export interface PemPair {
@@ -27,16 +31,16 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 // handshake, so validity starts a little in the past (as Kubernetes' own self-signed certs do).
 const CLOCK_SKEW_MS = 60 * 60 * 1000;
 
-export function createCA(options: { commonName: string; now: Date; validityDays?: number }): PemPair {
+export function createCA(options: { commonName: string; now: Date; validityDays?: number; validitySeconds?: number }): PemPair {
   const { commonName, now, validityDays = 3650 } = options;
-  requirePositiveDays("validityDays", validityDays);
+  const validityMs = validityMsOf(validityDays, options.validitySeconds);
   const key = newRsaKey();
   const cert = pki.createCertificate();
   cert.serialNumber = randomSerial();
   cert.publicKey = key.publicKey;
   cert.validity.notBefore = new Date(now.getTime() - CLOCK_SKEW_MS);
-  cert.validity.notAfter = new Date(now.getTime() + validityDays * DAY_MS);
-  const subject = [{ name: "commonName", value: commonName }];
+  cert.validity.notAfter = new Date(now.getTime() + validityMs);
+  const subject = [{ name: "commonName", value: commonName, valueTagClass: UTF8 as any }];
   cert.setSubject(subject);
   cert.setIssuer(subject);
   cert.setExtensions([
@@ -54,9 +58,12 @@ export function createServingCert(options: {
   hosts: string[];
   now: Date;
   validityDays?: number;
+  /** Overrides validityDays: short-lived certificates (rotation tests, frequent renewal). */
+  validitySeconds?: number;
   commonName?: string;
 }): PemPair {
   const { ca, hosts, now, validityDays = 365 } = options;
+  const validityMs = validityMsOf(validityDays, options.validitySeconds);
   if (hosts.length === 0) throw new Error("a serving certificate needs at least one host (DNS name or IP address)");
   const problems = hosts.map(hostProblem).filter((problem) => problem !== undefined);
   if (problems.length > 0) throw new Error(`invalid hosts: ${problems.join("; ")}`);
@@ -64,9 +71,9 @@ export function createServingCert(options: {
   return issueLeaf({
     ca,
     now,
-    validityDays,
+    validityMs,
     // X.520 caps a common name at 64 characters; clients match SANs, so the CN is only a label.
-    subject: [{ name: "commonName", value: options.commonName ?? (unique[0]!.length <= 64 ? unique[0]! : "infergate") }],
+    subject: [{ name: "commonName", value: options.commonName ?? (unique[0]!.length <= 64 ? unique[0]! : "infergate"), valueTagClass: UTF8 as any }],
     extensions: [
       { name: "keyUsage", digitalSignature: true, keyEncipherment: true, critical: true },
       { name: "extKeyUsage", serverAuth: true },
@@ -90,10 +97,10 @@ export function createClientCert(options: {
   return issueLeaf({
     ca,
     now,
-    validityDays,
+    validityMs: validityMsOf(validityDays, undefined),
     subject: [
       ...organizations.map((organization) => ({ name: "organizationName", value: organization })),
-      { name: "commonName", value: commonName },
+      { name: "commonName", value: commonName, valueTagClass: UTF8 as any },
     ],
     extensions: [
       { name: "keyUsage", digitalSignature: true, keyEncipherment: true, critical: true },
@@ -206,12 +213,11 @@ function newRsaKey(): ForgeKey {
 function issueLeaf(options: {
   ca: PemPair;
   now: Date;
-  validityDays: number;
+  validityMs: number;
   subject: forge.pki.CertificateField[];
   extensions: object[];
 }): PemPair {
-  const { ca, now, validityDays } = options;
-  requirePositiveDays("validityDays", validityDays);
+  const { ca, now, validityMs } = options;
   const problem = signingProblem(ca, now);
   if (problem !== undefined) throw new Error(`cannot issue a certificate: ${problem}`);
   const issuer = parseSigningCA(ca);
@@ -221,7 +227,7 @@ function issueLeaf(options: {
   cert.publicKey = key.publicKey;
   cert.validity.notBefore = new Date(now.getTime() - CLOCK_SKEW_MS);
   // A leaf that outlives its CA would fail verification anyway; say so in the certificate itself.
-  const wanted = now.getTime() + validityDays * DAY_MS;
+  const wanted = now.getTime() + validityMs;
   cert.validity.notAfter = new Date(Math.min(wanted, issuer.cert.validity.notAfter.getTime()));
   cert.setSubject(options.subject);
   cert.setIssuer(issuer.cert.subject.attributes);
@@ -272,6 +278,17 @@ function certificateToPem(cert: forge.pki.Certificate): string {
 
 function requirePositiveDays(name: string, days: number): void {
   if (!Number.isInteger(days) || days <= 0) throw new Error(`${name} must be a positive integer, got ${days}`);
+}
+
+function validityMsOf(validityDays: number, validitySeconds: number | undefined): number {
+  if (validitySeconds === undefined) {
+    requirePositiveDays("validityDays", validityDays);
+    return validityDays * DAY_MS;
+  }
+  if (!Number.isInteger(validitySeconds) || validitySeconds <= 0) {
+    throw new Error(`validitySeconds must be a positive integer, got ${validitySeconds}`);
+  }
+  return validitySeconds * 1000;
 }
 
 function subjectAltName(host: string): { type: number; value: string } {

@@ -1,6 +1,6 @@
-// With infergate's webhook server stopped, the cluster keeps working where it must: kube-system and
-// opted-out namespaces are never sent to the webhook, and mutation fails open, while quota
-// validation fails closed. The server is started
+// With infergate's webhook server stopped, the cluster keeps working where it must: kube-system,
+// opted-out namespaces and workloads without GPUs are never sent to the webhook, and mutation fails
+// open, while quota validation of GPU workloads fails closed. The server is started
 // again afterwards for the files that run later.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IGNORE_NAMESPACE_LABEL } from "../../src/local-cluster/webhook-config.ts";
@@ -40,10 +40,17 @@ describe("while infergate's webhook server is down", () => {
     expect((await getJson(cluster, ["deployment", name, "-n", ignoredNamespace])).metadata.name).toBe(name);
   });
 
-  it("rejects a Deployment in an ordinary namespace, because quota validation fails closed", async () => {
-    const res = await cluster.kubectl(["apply", "-f", "-"], { input: JSON.stringify(deployment(uniqueName("blocked"), plainNamespace)) });
+  it("rejects a GPU Deployment in an ordinary namespace, because quota validation fails closed", async () => {
+    const gpu = deployment(uniqueName("blocked"), plainNamespace, { resources: { limits: { "nvidia.com/gpu": 1 } } });
+    const res = await cluster.kubectl(["apply", "-f", "-"], { input: JSON.stringify(gpu) });
     expect(res.code).not.toBe(0);
     expect(res.stderr).toContain('failed calling webhook "validate.infergate.dev"');
+  });
+
+  it("still creates a Deployment without GPUs in an ordinary namespace: the webhooks' matchConditions skip it", async () => {
+    const name = uniqueName("plain");
+    await kubectlOk(cluster, ["apply", "-f", "-"], JSON.stringify(deployment(name, plainNamespace)));
+    expect((await getJson(cluster, ["deployment", name, "-n", plainNamespace])).metadata.name).toBe(name);
   });
 
   it("still creates a Pod in an ordinary namespace, because mutation fails open", async () => {

@@ -448,3 +448,15 @@ describe("infergate certs", () => {
     expect(out.stdout).toBe("");
   });
 });
+
+describe("common names outside PrintableString", () => {
+  it("encodes a CN with '@', '_' and '*' so Node's (and Go's) x509 parser reads it back", async () => {
+    const { createCA, createServingCert, inspectCert } = await import("../../src/tls/certificates.ts");
+    const now = new Date();
+    const ca = createCA({ commonName: "infergate_ca@cluster", now });
+    expect(inspectCert(ca.certPem).subjectCN).toBe("infergate_ca@cluster");
+    const leaf = createServingCert({ ca, hosts: ["*.example.com", "127.0.0.1"], now });
+    expect(inspectCert(leaf.certPem).subjectCN).toBe("*.example.com");
+    expect(new (await import("node:crypto")).X509Certificate(leaf.certPem).subject).toContain("CN=*.example.com");
+  });
+});
