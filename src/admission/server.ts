@@ -14,6 +14,8 @@ export interface ServerOptions {
   deps: AdmissionDeps;
   /** Readiness beyond "listening": e.g. the policy store's first sync. */
   ready?: () => boolean;
+  /** Opt-in (`serve --debug-endpoints`): what `GET /debug/cache` shows, to loopback clients only. */
+  debugCache?: () => unknown;
 }
 
 export interface RunningServer {
@@ -21,11 +23,15 @@ export interface RunningServer {
   address: string;
   /** Serve a new certificate pair to new connections; connections in flight keep theirs. */
   reloadCertificate(pair: { cert: string; key: string }): void;
-  /** Stop accepting, answer what is in flight, then close. */
-  close(): Promise<void>;
+  /**
+   * Stop accepting, answer what is in flight, then close. With `drainDelayMs`, first keep answering
+   * for that long while /readyz fails and every answer closes its connection: endpoints get removed
+   * and keep-alive clients move to other replicas before any idle connection is closed under them.
+   */
+  close(drainDelayMs?: number): Promise<void>;
 }
 
-export function createApp(deps: AdmissionDeps, ready: () => boolean, shuttingDown: () => boolean) {
+export function createApp(deps: AdmissionDeps, ready: () => boolean, shuttingDown: () => boolean, debugCache?: () => unknown) {
   const app = express();
   app.disable("x-powered-by");
   app.disable("etag");
@@ -47,6 +53,16 @@ export function createApp(deps: AdmissionDeps, ready: () => boolean, shuttingDow
   app.get("/metrics", async (_req, res) => {
     res.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
   });
+  if (debugCache) {
+    app.get("/debug/cache", (req, res) => {
+      // The caches name every Project and charged workload: nothing beyond this machine may read them.
+      if (!isLoopback(req.socket.remoteAddress)) {
+        res.status(403).json(status(403, "/debug/cache answers loopback clients only"));
+        return;
+      }
+      res.json(debugCache());
+    });
+  }
   app.use((req: Request, res: Response) => {
     res.status(404).json(status(404, `no route for ${req.method} ${req.path}; use POST /mutate or POST /validate`));
   });
@@ -66,13 +82,17 @@ export function createApp(deps: AdmissionDeps, ready: () => boolean, shuttingDow
   return app;
 }
 
+function isLoopback(address: string | undefined): boolean {
+  return address === "::1" || /^(::ffff:)?127\./.test(address ?? "");
+}
+
 function status(code: number, message: string) {
   return { kind: "Status", apiVersion: "v1", status: "Failure", code, message };
 }
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   let closing = false;
-  const app = createApp(opts.deps, opts.ready ?? (() => true), () => closing);
+  const app = createApp(opts.deps, opts.ready ?? (() => true), () => closing, opts.debugCache);
   const server = https.createServer({ cert: opts.cert, key: opts.key, minVersion: "TLSv1.2" }, app);
   server.keepAliveTimeout = 30_000;
   server.headersTimeout = 35_000;
@@ -91,8 +111,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     reloadCertificate(pair) {
       server.setSecureContext({ cert: pair.cert, key: pair.key, minVersion: "TLSv1.2" } as any);
     },
-    close() {
+    async close(drainDelayMs = 0) {
       closing = true;
+      // Closing an idle keep-alive connection races with a request the client is just sending on it
+      // (seen as EOF, and a POST is not retried): let busy connections leave with `Connection: close`.
+      if (drainDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, drainDelayMs));
       return new Promise((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();

@@ -35,7 +35,9 @@ const HELP = `usage: infergate serve [flags]
   --kubeconfig FILE   watch policies in this cluster (default: in-cluster config when running in a pod)
   --namespace NS      where the leader-election Lease lives (default $POD_NAMESPACE, else infergate-system)
   --log-level LEVEL   debug, info, warn, error (default info)
-  --debug-endpoints   serve GET /debug/cache (the policy store and quota charges) to loopback clients`;
+  --debug-endpoints   serve GET /debug/cache (the policy store and quota charges) to loopback clients
+  --drain-seconds N   on SIGTERM, keep answering N seconds (readyz failing, every answer closing its
+                      connection) before closing idle connections and draining (default 2; SIGINT: 0)`;
 
 export async function runServe(argv: string[]): Promise<number> {
   let flags;
@@ -52,6 +54,7 @@ export async function runServe(argv: string[]): Promise<number> {
         namespace: { type: "string" },
         "log-level": { type: "string" },
         "debug-endpoints": { type: "boolean" },
+        "drain-seconds": { type: "string" },
         help: { type: "boolean" },
         ...TLS_SECRET_FLAGS,
       },
@@ -75,8 +78,10 @@ export async function runServe(argv: string[]): Promise<number> {
   }
   const logger = createLogger(level as Level);
   let port: number;
+  let drainSeconds: number;
   try {
     port = intFlag(flags.port, "port", 8443, 0, 65535);
+    drainSeconds = intFlag(flags["drain-seconds"], "drain-seconds", 2, 0, 300);
   } catch (err) {
     console.error((err as Error).message);
     return 2;
@@ -198,9 +203,11 @@ export async function runServe(argv: string[]): Promise<number> {
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.log("info", "shutting down: draining requests in flight", { signal });
+    // SIGTERM is how Kubernetes stops a pod; SIGINT is a person at a terminal, who should not wait.
+    const drainMs = signal === "SIGTERM" ? drainSeconds * 1000 : 0;
+    logger.log("info", "shutting down: draining requests in flight", { signal, drainMs });
     stopCertWatch();
-    await server.close();
+    await server.close(drainMs);
     await certificates?.stop();
     await stopWatches();
     process.exit(0);

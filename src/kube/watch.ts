@@ -42,7 +42,7 @@ export function watchResource<T extends KubernetesObject>(opts: WatchOptions<T>)
     });
     return list;
   };
-  const lw = new ListWatch<T>(opts.path, new Watch(opts.kc), listFn, false, opts.labelSelector, opts.fieldSelector);
+  const lw = new ListWatch<T>(opts.path, watchReportingConnects(new Watch(opts.kc), () => (backoffMs = 500)), listFn, false, opts.labelSelector, opts.fieldSelector);
   lw.on("add", (o) => opts.onEvent("ADDED", o));
   lw.on("update", (o) => opts.onEvent("MODIFIED", o));
   lw.on("delete", (o) => opts.onEvent("DELETED", o));
@@ -66,4 +66,25 @@ export function watchResource<T extends KubernetesObject>(opts: WatchOptions<T>)
       await lw.stop();
     },
   };
+}
+
+/**
+ * A restart after an error usually resumes the watch from the last resourceVersion without a new list,
+ * so a list alone cannot tell that the API server is back. Without this, the backoff grows with every
+ * outage (or burst of 429s) and never shrinks: a later, short interruption would leave the cache stale
+ * for up to the 30 s cap. A watch whose request was answered with 200 counts as connected.
+ */
+function watchReportingConnects(watch: Watch, onConnected: () => void): Watch {
+  const reporting = Object.create(watch) as Watch;
+  reporting.watch = async (path, query, callback, done) => {
+    let failed = false;
+    const controller = await watch.watch(path, query, callback, (err) => {
+      if (err) failed = true;
+      done(err);
+    });
+    // Watch.watch has already called `done` with the error when the request failed.
+    if (!failed) onConnected();
+    return controller;
+  };
+  return reporting;
 }
