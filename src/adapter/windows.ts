@@ -40,6 +40,10 @@ interface Entry {
 export class PodHistory {
   private last: Observation | undefined;
   private entries: Entry[] = [];
+  // Reads far outnumber scrapes (every HPA asks at every sync, a pod is scraped once an interval), so
+  // the last window is handed out again while the same entries and steps fall inside it. Entries are
+  // only appended and dropped from the front, so the first and last of them identify the whole range.
+  private reuse: { first: Entry; last: Entry; steps: number; window: PodWindow } | undefined;
 
   /** Adds a scrape; `retainMs` is how far back entries are kept (the window). */
   add(observation: Observation, retainMs: number): void {
@@ -59,17 +63,21 @@ export class PodHistory {
     while (this.entries.length > 0 && this.entries[0]!.at < oldest) this.entries.shift();
   }
 
-  /** The pod's window ending at `now`, or undefined when no sample falls inside it. */
+  /** The pod's window ending at `now`, or undefined when no sample falls inside it. Read-only: it may be shared. */
   window(now: number, windowMs: number): PodWindow | undefined {
     const start = now - windowMs;
     const inside = this.entries.filter((entry) => entry.at >= start && entry.at <= now);
     if (inside.length === 0) return undefined;
-    const window: PodWindow = { timestamp: inside[inside.length - 1]!.at };
+    // Steps start where the previous entry was taken, so those inside the window are a suffix.
+    const steps = inside.map((entry) => entry.step).filter((step): step is Step => step !== undefined && step.from >= start);
+    const first = inside[0]!;
+    const last = inside[inside.length - 1]!;
+    if (this.reuse && this.reuse.first === first && this.reuse.last === last && this.reuse.steps === steps.length) return this.reuse.window;
+    const window: PodWindow = { timestamp: last.at };
 
     const gauges = inside.filter((entry) => entry.inFlight !== undefined);
     if (gauges.length > 0) window.concurrency = gauges.reduce((sum, entry) => sum + entry.inFlight!, 0) / gauges.length;
 
-    const steps = inside.map((entry) => entry.step).filter((step): step is Step => step !== undefined && step.from >= start);
     if (steps.length > 0) {
       const spanSeconds = (steps[steps.length - 1]!.to - steps[0]!.from) / 1000;
       const completed = steps.filter((step) => step.completed !== undefined);
@@ -88,6 +96,7 @@ export class PodHistory {
       const latest = summarized[summarized.length - 1];
       if (latest) window.latency = { kind: "quantiles", quantilesMs: latest.quantilesMs! };
     }
+    this.reuse = { first, last, steps: steps.length, window };
     return window;
   }
 }

@@ -156,12 +156,11 @@ describe("RBAC, as the API server's authorizer sees it", () => {
     ["infergate-webhook", "renews the certificate Secret", { verb: "update", group: "", resource: "secrets", namespace: "infergate-system", name: "infergate-webhook-tls" }],
     ["infergate-webhook", "injects the caBundle", { verb: "update", group: "admissionregistration.k8s.io", resource: "validatingwebhookconfigurations", name: "infergate" }],
     ["infergate-webhook", "injects the APIService caBundle", { verb: "update", group: "apiregistration.k8s.io", resource: "apiservices", name: "v1beta2.custom.metrics.k8s.io" }],
-    // the adapter: pods, authorization, HPAs, the front-proxy CA
+    // the adapter: pods, authorization, the front-proxy CA
     ["infergate-adapter", "watches Pods everywhere", { verb: "watch", group: "", resource: "pods" }],
     ["infergate-adapter", "asks SubjectAccessReviews", { verb: "create", group: "authorization.k8s.io", resource: "subjectaccessreviews" }],
     ["infergate-adapter", "reads extension-apiserver-authentication", { verb: "get", group: "", resource: "configmaps", namespace: "kube-system", name: "extension-apiserver-authentication" }],
-    ["infergate-adapter", "creates HPAs", { verb: "create", group: "autoscaling", resource: "horizontalpodautoscalers", namespace: "team-a" }],
-    ["infergate-adapter", "watches InferencePolicies", { verb: "watch", group: "infergate.dev", resource: "inferencepolicies" }],
+    ["infergate-webhook", "creates HPAs (the HPA reconciler runs in serve)", { verb: "create", group: "autoscaling", resource: "horizontalpodautoscalers", namespace: "team-a" }],
   ];
 
   const refusals: [string, string, Record<string, string>][] = [
@@ -180,6 +179,7 @@ describe("RBAC, as the API server's authorizer sees it", () => {
     ["infergate-adapter", "reading Secrets", { verb: "get", group: "", resource: "secrets", namespace: "infergate-system", name: "infergate-webhook-tls" }],
     ["infergate-adapter", "TokenReviews", { verb: "create", group: "authentication.k8s.io", resource: "tokenreviews" }],
     ["infergate-adapter", "other ConfigMaps in kube-system", { verb: "get", group: "", resource: "configmaps", namespace: "kube-system", name: "kube-proxy" }],
+    ["infergate-adapter", "HPAs (the reconciler runs in serve)", { verb: "create", group: "autoscaling", resource: "horizontalpodautoscalers", namespace: "team-a" }],
     ["infergate-adapter", "Project status", { verb: "update", group: "infergate.dev", resource: "projects", subresource: "status", name: "team-a" }],
   ];
 

@@ -36,6 +36,19 @@ describe("rates from counters", () => {
     expect(history.window(45_000, WINDOW)!.requestsPerSecond).toBeCloseTo(140 / 45, 10);
   });
 
+  it("hands out the same window between scrapes, and a fresh one after a scrape or as time slides", () => {
+    const history = new PodHistory();
+    history.add(observation(0, { completed: counter(0) }), WINDOW);
+    history.add(observation(15_000, { completed: counter(30) }), WINDOW);
+    const first = history.window(20_000, WINDOW)!;
+    expect(history.window(25_000, WINDOW)).toBe(first);
+    history.add(observation(30_000, { completed: counter(90) }), WINDOW);
+    expect(history.window(30_000, WINDOW)!.requestsPerSecond).toBeCloseTo(3, 10);
+    // At 70 s the 0→15 s step has left the window, though its end is still inside.
+    expect(history.window(70_000, WINDOW)!.requestsPerSecond).toBeCloseTo(4, 10);
+    expect(first.requestsPerSecond).toBeCloseTo(2, 10);
+  });
+
   it("handles resets per series, and counts a series that appears between scrapes from zero", () => {
     const before = new Map([
       ["a", 100],
