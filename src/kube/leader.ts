@@ -1,7 +1,7 @@
 // Leader election on a coordination.k8s.io/v1 Lease, so one replica writes Project status.
 // The lease is taken or renewed by compare-and-swap; a holder that stops renewing loses it after
 // leaseDurationSeconds.
-import { CoordinationV1Api, type KubeConfig, type V1Lease } from "@kubernetes/client-node";
+import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from "@kubernetes/client-node";
 import type { Logger } from "../observability/log.ts";
 
 export interface LeaderElection {
@@ -36,7 +36,8 @@ export function electLeader(opts: LeaderOptions): LeaderElection {
   };
 
   const tick = async () => {
-    const now = new Date();
+    // Lease times are MicroTime: the API server refuses the millisecond form a plain Date serialises to.
+    const now = new V1MicroTime();
     try {
       let lease: V1Lease | undefined;
       try {
@@ -53,7 +54,7 @@ export function electLeader(opts: LeaderOptions): LeaderElection {
           namespace: opts.namespace,
           body: {
             metadata: { name: opts.name, namespace: opts.namespace },
-            spec: { holderIdentity: opts.identity, leaseDurationSeconds: duration, acquireTime: now as any, renewTime: now as any, leaseTransitions: 0 },
+            spec: { holderIdentity: opts.identity, leaseDurationSeconds: duration, acquireTime: now, renewTime: now, leaseTransitions: 0 },
           },
         });
         setLeader(true);
@@ -67,8 +68,8 @@ export function electLeader(opts: LeaderOptions): LeaderElection {
               ...spec,
               holderIdentity: opts.identity,
               leaseDurationSeconds: duration,
-              renewTime: now as any,
-              acquireTime: mine ? spec?.acquireTime : (now as any),
+              renewTime: now,
+              acquireTime: mine ? spec?.acquireTime : now,
               leaseTransitions: (spec?.leaseTransitions ?? 0) + (mine ? 0 : 1),
             },
           },

@@ -50,68 +50,117 @@ export interface LedgerOptions {
   now?: () => Date;
 }
 
+interface Waiting {
+  req: ReserveRequest;
+  resolve: (outcome: ReserveOutcome) => void;
+  reject: (error: unknown) => void;
+}
+
 export class QuotaLedger {
-  private queues = new Map<string, Promise<unknown>>();
+  private readonly waiting = new Map<string, Waiting[]>();
+  private readonly draining = new Set<string>();
   private readonly opts: Required<Omit<LedgerOptions, "cachedProject">> & Pick<LedgerOptions, "cachedProject">;
 
   constructor(opts: LedgerOptions) {
     this.opts = { ttlMs: 120_000, deadlineMs: 3_500, now: () => new Date(), ...opts };
   }
 
-  /** Reservations for one project are serialised inside a replica, so only replicas contend. */
+  /**
+   * Reservations for one project are decided one batch at a time inside a replica, so only replicas
+   * contend: everything that arrived while the previous write was in flight is decided on one read
+   * and written with one compare-and-swap. One write per request would queue a burst of N admissions
+   * behind N round trips, past the webhook's timeout.
+   */
   reserve(req: ReserveRequest): Promise<ReserveOutcome> {
-    const previous = this.queues.get(req.project) ?? Promise.resolve();
-    const next = previous.then(() => this.reserveNow(req), () => this.reserveNow(req));
-    const tail = next.catch(() => undefined);
-    this.queues.set(req.project, tail);
-    void tail.then(() => {
-      if (this.queues.get(req.project) === tail) this.queues.delete(req.project);
+    return new Promise((resolve, reject) => {
+      const queue = this.waiting.get(req.project);
+      if (queue) queue.push({ req, resolve, reject });
+      else this.waiting.set(req.project, [{ req, resolve, reject }]);
+      if (!this.draining.has(req.project)) void this.drain(req.project);
     });
-    return next;
   }
 
-  private async reserveNow(req: ReserveRequest): Promise<ReserveOutcome> {
+  private async drain(project: string): Promise<void> {
+    this.draining.add(project);
+    try {
+      for (;;) {
+        const batch = this.waiting.get(project);
+        if (!batch?.length) return;
+        this.waiting.delete(project);
+        try {
+          const outcomes = await this.decide(project, batch.map((w) => w.req));
+          batch.forEach((w, i) => w.resolve(outcomes[i]!));
+        } catch (err) {
+          for (const w of batch) w.reject(err);
+        }
+      }
+    } finally {
+      this.draining.delete(project);
+    }
+  }
+
+  /**
+   * Decides a batch in arrival order, each request on the reservations of those before it, and writes
+   * them together. Nothing is final until the write succeeds: a conflict re-reads and decides the whole
+   * batch again, since a fresher status may change every answer.
+   */
+  private async decide(projectName: string, reqs: readonly ReserveRequest[]): Promise<ReserveOutcome[]> {
     const { api, lookup, now } = this.opts;
     const started = Date.now();
-    let project = this.opts.cachedProject?.(req.project);
+    let project = this.opts.cachedProject?.(projectName);
     let fresh = false;
     for (let attempt = 1; ; attempt++) {
       if (!project) {
-        project = await api.get(req.project);
+        project = await api.get(projectName);
         fresh = true;
       }
       const at = now();
       const quotaMilli = project.spec?.gpuQuota === undefined ? Number.POSITIVE_INFINITY : toMilli(project.spec.gpuQuota);
-      const reservations = activeReservations(project.status?.reservations as any, at);
-      const allocatedMilli = lookup.allocatedMilli(req.project);
-      const fit = checkFit({ quotaMilli, allocatedMilli, reservations, lookup, key: req.key, targetMilli: req.targetMilli });
-      if (!fit.fits) {
-        // A cached copy may still hold reservations that have since settled: decide only on a fresh read.
-        if (!fresh) {
-          project = undefined;
-          continue;
+      let reservations = activeReservations(project.status?.reservations as any, at);
+      const allocatedMilli = lookup.allocatedMilli(projectName);
+      const outcomes: ReserveOutcome[] = [];
+      let write = false;
+      let stale = false;
+      for (const req of reqs) {
+        const fit = checkFit({ quotaMilli, allocatedMilli, reservations, lookup, key: req.key, targetMilli: req.targetMilli });
+        if (!fit.fits) {
+          // A cached copy may still hold reservations that have since settled: deny only on a fresh read.
+          if (!fresh) {
+            stale = true;
+            break;
+          }
+          outcomes.push({ ok: false, reason: "QuotaExceeded", fit, quotaMilli, allocatedMilli });
+        } else if (fit.neededMilli <= 0) {
+          outcomes.push({ ok: true, wrote: false, fit });
+        } else {
+          reservations = withReservation(reservations, {
+            key: req.key,
+            gpus: formatGpus(req.targetMilli),
+            replaces: req.replaces,
+            expiresAt: new Date(at.getTime() + this.opts.ttlMs).toISOString(),
+          }, at);
+          outcomes.push({ ok: true, wrote: true, fit });
+          write = true;
         }
-        return { ok: false, reason: "QuotaExceeded", fit, quotaMilli, allocatedMilli };
       }
-      if (fit.neededMilli <= 0) return { ok: true, wrote: false, fit };
-      const next = withReservation(reservations, {
-        key: req.key,
-        gpus: formatGpus(req.targetMilli),
-        replaces: req.replaces,
-        expiresAt: new Date(at.getTime() + this.opts.ttlMs).toISOString(),
-      }, at);
-      const reservedMilli = next.reduce((sum, r) => sum + reservedExtraMilli(r, lookup), 0);
+      if (stale) {
+        project = undefined;
+        continue;
+      }
+      if (!write) return outcomes;
+      const reservedMilli = reservations.reduce((sum, r) => sum + reservedExtraMilli(r, lookup), 0);
       const body: Project = {
         ...project,
-        status: { ...(project.status ?? {}), reservations: next, reservedGpus: formatGpus(reservedMilli) },
+        status: { ...(project.status ?? {}), reservations, reservedGpus: formatGpus(reservedMilli) },
       };
       try {
         await api.replaceStatus(body);
-        return { ok: true, wrote: true, fit };
+        return outcomes;
       } catch (err: any) {
         if (err?.code !== 409) throw err;
         if (Date.now() - started > this.opts.deadlineMs) {
-          return { ok: false, reason: "QuotaContention", message: `project ${req.project}: too many concurrent changes to its GPU quota after ${attempt} attempts; retry` };
+          const message = `project ${projectName}: too many concurrent changes to its GPU quota after ${attempt} attempts; retry`;
+          return reqs.map(() => ({ ok: false, reason: "QuotaContention", message }));
         }
         project = undefined;
         await sleep(jitter(attempt));

@@ -66,6 +66,18 @@ describe("reservation lifecycle", () => {
     expect(settledReservations([r], seen, firstSeen, new Date(now.getTime() + 1000), 1000)).toEqual([r]);
   });
 
+  it("settles a reservation at once when its object was seen and then deleted", () => {
+    const r: Reservation = { key: "k", gpus: "2", replaces: "", expiresAt: later(60_000) };
+    const firstSeen = new Map<string, number>();
+    expect(settledReservations([r], lookupOf({ k: { milli: 2000, resourceVersion: "8" } }), firstSeen, now, 1000)).toEqual([]);
+    expect(settledReservations([r], lookupOf({}), firstSeen, new Date(now.getTime() + 10), 1000)).toEqual([r]);
+  });
+
+  it("keeps a reservation whose object the cache has not shown yet", () => {
+    const r: Reservation = { key: "k", gpus: "2", replaces: "", expiresAt: later(60_000) };
+    expect(settledReservations([r], lookupOf({}), new Map(), new Date(now.getTime() + 30_000), 1000)).toEqual([]);
+  });
+
   it("settles an expired reservation whose object never appeared", () => {
     const r: Reservation = { key: "k", gpus: "2", replaces: "", expiresAt: later(10) };
     expect(settledReservations([r], lookupOf({}), new Map(), new Date(now.getTime() + 10), 1000)).toEqual([r]);

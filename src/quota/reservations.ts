@@ -84,9 +84,11 @@ export function withReservation(list: readonly Reservation[] | undefined, r: Res
 }
 
 /**
- * Which reservations the reconciler may drop: expired ones, and ones whose object this replica's
- * cache has shown in a new version for at least `graceMs` (so every replica's cache has caught up
- * before the reservation stops covering the object).
+ * Which reservations the reconciler may drop: expired ones, ones whose object this replica's cache
+ * has shown in a new version for at least `graceMs` (so every replica's cache has caught up before
+ * the reservation stops covering the object), and ones whose object the cache showed and then lost
+ * (deleted, or a pod that finished): its GPUs are free again, so holding them until the TTL would
+ * only block the project.
  */
 export function settledReservations(
   list: readonly Reservation[] | undefined,
@@ -110,6 +112,9 @@ export function settledReservations(
         settled.push(r);
         firstSeen.delete(id);
       }
+    } else if (!seen && firstSeen.has(id)) {
+      settled.push(r);
+      firstSeen.delete(id);
     }
   }
   return settled;

@@ -182,6 +182,17 @@ describe("QuotaTotals", () => {
     expect(t.usage("team-a").reserved).toBe(0);
   });
 
+  it("counts a reservation only until the cache shows its object, without waiting for a new status", () => {
+    const t = new QuotaTotals(resolverOf(projects));
+    const expiresAt = new Date(Date.now() + 60_000).toISOString();
+    t.setReservations("team-a", [{ key: "Deployment/a1/llm", gpus: "2", replaces: "", expiresAt }]);
+    expect(t.usage("team-a")).toEqual({ allocated: 0, reserved: 2, workloads: 0 });
+    t.apply("ADDED", deployment("a1", "llm", 2, "1"));
+    expect(t.usage("team-a")).toEqual({ allocated: 2, reserved: 0, workloads: 1 });
+    t.setReservations("team-a", [{ key: "Deployment/a1/other", gpus: "1", replaces: "", expiresAt: new Date(Date.now() - 1).toISOString() }]);
+    expect(t.usage("team-a").reserved).toBe(0);
+  });
+
   it("takes the kind from the informer when list items carry none, and replaces a kind after a relist", () => {
     const t = new QuotaTotals(resolverOf(projects));
     const d = deployment("a1", "llm", 2, "1");

@@ -29,6 +29,7 @@ import {
   workloadOfObject,
   type KnativeHandover,
 } from "./accounting.ts";
+import { reservedExtraMilli, type ChargeLookup, type Reservation } from "./reservations.ts";
 import { chargeKey, type ChargedKind, type ObjectCharge, type ProjectUsage, type QuotaView } from "./view.ts";
 
 export type WatchEvent = "ADDED" | "MODIFIED" | "DELETED";
@@ -78,6 +79,17 @@ export class QuotaTotals implements QuotaView {
   private readonly entries = new Map<string, Entry>();
   private readonly sums = new Map<string, Sum>();
   private readonly reserved = new Map<string, number>();
+  /**
+   * Each project's reservations as its status lists them. What they add is worked out at read time:
+   * an object the cache shows since the status was read must not be counted twice in the meantime.
+   */
+  private readonly reservations = new Map<string, readonly Reservation[]>();
+  private readonly lookup: ChargeLookup = {
+    charge: (key) => {
+      const entry = this.entries.get(key);
+      return entry && { milli: entry.milli, resourceVersion: entry.resourceVersion ?? "" };
+    },
+  };
   /** Every Knative revision Deployment, with GPUs or not, so a Service knows when its revision exists. */
   private readonly links = new Map<string, LinkedDeployment>();
   private readonly revisions = new Map<string, ServiceRevisions>();
@@ -90,7 +102,7 @@ export class QuotaTotals implements QuotaView {
     const sum = this.sums.get(project);
     return {
       allocated: milliToGpus(sum?.milli ?? 0),
-      reserved: milliToGpus(this.reserved.get(project) ?? 0),
+      reserved: milliToGpus(this.reservedMilli(project)),
       workloads: sum?.workloads ?? 0,
     };
   }
@@ -108,10 +120,25 @@ export class QuotaTotals implements QuotaView {
     return this.entries.get(key);
   }
 
-  /** Reservations the cache cannot see yet, in milli-GPUs, set by the edge's ledger. */
+  /** A fixed reserved figure in milli-GPUs, added to what the project's reservations hold (tools, tests). */
   setReserved(project: string, milli: number): void {
     if (milli > 0) this.reserved.set(project, milli);
     else this.reserved.delete(project);
+  }
+
+  /** The project's open reservations, from its status; expired ones stop counting on their own. */
+  setReservations(project: string, list: readonly Reservation[]): void {
+    if (list.length > 0) this.reservations.set(project, list);
+    else this.reservations.delete(project);
+  }
+
+  /** Reserved GPUs the cache does not show yet, in milli-GPUs; O(open reservations of the project). */
+  reservedMilli(project: string, now: number = Date.now()): number {
+    let milli = this.reserved.get(project) ?? 0;
+    for (const r of this.reservations.get(project) ?? []) {
+      if (Date.parse(r.expiresAt) > now) milli += reservedExtraMilli(r, this.lookup);
+    }
+    return milli;
   }
 
   /**
