@@ -49,6 +49,8 @@ export function electLeader(opts: LeaderOptions): LeaderElection {
       const renewed = spec?.renewTime ? new Date(spec.renewTime as any).getTime() : 0;
       const expired = now.getTime() - renewed > (spec?.leaseDurationSeconds ?? duration) * 1000;
       const mine = spec?.holderIdentity === opts.identity;
+      // A holder that stepped down on shutdown clears its identity, so a successor need not wait out the lease.
+      const released = !!lease && !spec?.holderIdentity;
       if (!lease) {
         await api.createNamespacedLease({
           namespace: opts.namespace,
@@ -58,7 +60,7 @@ export function electLeader(opts: LeaderOptions): LeaderElection {
           },
         });
         setLeader(true);
-      } else if (mine || expired) {
+      } else if (mine || expired || released) {
         await api.replaceNamespacedLease({
           namespace: opts.namespace,
           name: opts.name,
@@ -92,7 +94,16 @@ export function electLeader(opts: LeaderOptions): LeaderElection {
     async stop() {
       stopped = true;
       if (timer) clearTimeout(timer);
+      if (!leader) return;
       setLeader(false);
+      try {
+        const lease = await api.readNamespacedLease({ namespace: opts.namespace, name: opts.name });
+        if (lease.spec?.holderIdentity === opts.identity) {
+          await api.replaceNamespacedLease({ namespace: opts.namespace, name: opts.name, body: { ...lease, spec: { ...lease.spec, holderIdentity: undefined } } });
+        }
+      } catch {
+        // Best effort: an unreleased lease simply expires after leaseDurationSeconds.
+      }
     },
   };
 }

@@ -88,3 +88,23 @@ describe("QuotaLedger", () => {
     expect(api.writes).toBe(1);
   });
 });
+
+describe("QuotaLedger under API Priority and Fairness", () => {
+  it("retries a 429 on the status write instead of denying", async () => {
+    const api = fakeApi("4");
+    const real = api.replaceStatus.bind(api);
+    let throttled = 0;
+    api.replaceStatus = async (project: Project) => {
+      if (throttled < 2) {
+        throttled++;
+        throw Object.assign(new Error("Too Many Requests"), { code: 429 });
+      }
+      return real(project);
+    };
+    const ledger = new QuotaLedger({ api, lookup: emptyCache, deadlineMs: 60_000 });
+    const outcome = await ledger.reserve({ project: "team-a", key: "Deployment/a/d", targetMilli: 2000, replaces: "" });
+    expect(throttled).toBe(2);
+    expect(outcome.ok).toBe(true);
+    expect(api.current().status?.reservedGpus).toBe("2");
+  });
+});

@@ -157,7 +157,9 @@ export class QuotaLedger {
         await api.replaceStatus(body);
         return outcomes;
       } catch (err: any) {
-        if (err?.code !== 409) throw err;
+        // 429: the API server is shedding load (priority and fairness); like a conflict, it is worth a
+        // jittered retry within the deadline rather than an immediate denial.
+        if (err?.code !== 409 && err?.code !== 429) throw err;
         if (Date.now() - started > this.opts.deadlineMs) {
           const message = `project ${projectName}: too many concurrent changes to its GPU quota after ${attempt} attempts; retry`;
           return reqs.map(() => ({ ok: false, reason: "QuotaContention", message }));
