@@ -8,9 +8,19 @@ export type ParsedReview = { ok: true; request: AdmissionRequest } | { ok: false
 
 const isObject = (v: unknown): v is Record<string, any> => typeof v === "object" && v !== null && !Array.isArray(v);
 
+/**
+ * No Kubernetes object nests anywhere near this deep (a Pod is about 15 levels), while V8's recursive
+ * structuredClone, JSON.stringify and fast-json-patch's compare overflow the stack at 1,600 to 4,500
+ * levels: a body deeper than this is refused before anything recursive touches it.
+ */
+export const MAX_NESTING_DEPTH = 512;
+
 export function parseReview(body: unknown): ParsedReview {
   if (!isObject(body)) return { ok: false, message: `body must be a JSON object (an AdmissionReview), got ${describe(body)}` };
   const problems: string[] = [];
+  if (nestedDeeperThan(body, MAX_NESTING_DEPTH)) {
+    problems.push(`body: objects and arrays are nested more than ${MAX_NESTING_DEPTH} levels deep; no Kubernetes object is`);
+  }
   if (body.apiVersion !== "admission.k8s.io/v1") {
     problems.push(`apiVersion: must be "admission.k8s.io/v1", got ${describe(body.apiVersion)}`);
   }
@@ -40,6 +50,24 @@ export function parseReview(body: unknown): ParsedReview {
   }
   if (problems.length) return { ok: false, message: problems.join("; "), uid };
   return { ok: true, request: { ...r, userInfo: r.userInfo ?? {} } as AdmissionRequest };
+}
+
+// Iterative, with its own stack, so that measuring the depth cannot itself overflow the call stack.
+function nestedDeeperThan(root: object, limit: number): boolean {
+  const pending: object[] = [root];
+  const depths: number[] = [1];
+  while (pending.length > 0) {
+    const value = pending.pop()!;
+    const depth = depths.pop()!;
+    if (depth > limit) return true;
+    for (const child of Array.isArray(value) ? value : Object.values(value)) {
+      if (typeof child === "object" && child !== null) {
+        pending.push(child);
+        depths.push(depth + 1);
+      }
+    }
+  }
+  return false;
 }
 
 function checkTriple(v: unknown, path: string, keys: string[], problems: string[]) {
