@@ -8,6 +8,7 @@ commands:
   apply     evaluate a resource against policies offline, as the webhook would
   certs     create a CA and serving certificates, print the caBundle
   adapter   run the custom-metrics adapter
+  status    show each Project's GPU quota use and recent admission verdicts
 
 Run 'infergate <command> --help' for the flags of one command.`;
 
@@ -22,6 +23,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import("./certs.ts")).runCerts(rest);
     case "adapter":
       return (await import("./adapter.ts")).runAdapter(rest);
+    case "status":
+      return (await import("./status.ts")).runStatus(rest);
     case undefined:
     case "help":
     case "--help":
@@ -29,7 +32,7 @@ export async function main(argv: string[]): Promise<number> {
       console.log(USAGE);
       return command === undefined ? 2 : 0;
     default:
-      console.error(`infergate: unknown command "${command}"; allowed: serve, apply, certs, adapter\n\n${USAGE}`);
+      console.error(`infergate: unknown command "${command}"; allowed: serve, apply, certs, adapter, status\n\n${USAGE}`);
       return 2;
   }
 }

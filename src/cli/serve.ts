@@ -4,7 +4,7 @@ import { startServer } from "../admission/server.ts";
 import type { AdmissionDeps } from "../admission/handler.ts";
 import { PolicyStore } from "../policy/store.ts";
 import { plugins } from "../../webhooks/index.ts";
-import { createAdmissionMetrics } from "../observability/metrics.ts";
+import { createAdmissionMetrics, registerProjectGauges } from "../observability/metrics.ts";
 import { createLogger, isLevel, type Level } from "../observability/log.ts";
 import { loadKeyPair, watchKeyPair } from "../tls/reload.ts";
 import { watchPolicies } from "../kube/policy-watches.ts";
@@ -20,6 +20,7 @@ import { electLeader } from "../kube/leader.ts";
 import { startPodGroupReconciler } from "../podgroups/reconciler.ts";
 import { startHpaReconciler } from "../autoscaling/reconciler.ts";
 import { chargeKey } from "../quota/view.ts";
+import { milliToGpus, quotaMilliOf } from "../quota/accounting.ts";
 import type { AdmissionRequest } from "../admission/types.ts";
 import { openTlsSecret, TLS_SECRET_FLAGS, TLS_SECRET_HELP } from "./serve-tls-secret.ts";
 import type { SecretCertificates } from "../tls/secret-manager.ts";
@@ -176,6 +177,14 @@ export async function runServe(argv: string[]): Promise<number> {
   }
 
   const metrics = createAdmissionMetrics();
+  registerProjectGauges(metrics.registry, () =>
+    store.listProjects().map((project) => {
+      const name = project.metadata.name ?? "";
+      const usage = totals.usage(name);
+      const quota = quotaMilliOf(project);
+      return { project: name, quota: quota === undefined ? undefined : milliToGpus(quota), allocated: usage.allocated, reserved: usage.reserved };
+    }),
+  );
   const deps: AdmissionDeps = {
     plugins,
     policies: store,

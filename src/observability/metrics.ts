@@ -1,5 +1,5 @@
 // prom-client metrics. One registry per process so tests can create isolated servers.
-import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 export interface AdmissionMetrics {
   registry: Registry;
@@ -40,4 +40,37 @@ export function createAdmissionMetrics(opts: { defaults?: boolean } = {}): Admis
       registers: [registry],
     }),
   };
+}
+
+/** One Project's GPUs as this replica's caches see them; `quota` undefined means no limit. */
+export interface ProjectGpuReading {
+  project: string;
+  quota?: number;
+  allocated: number;
+  reserved: number;
+}
+
+/**
+ * infergate_project_gpu_{quota,allocated,reserved}{project}, read from `read` when /metrics is scraped:
+ * nothing is updated on the admission path, and a deleted Project disappears at the next scrape.
+ * A Project without a quota has no quota series (a limit of 0 would read as "nothing allowed").
+ */
+export function registerProjectGauges(registry: Registry, read: () => readonly ProjectGpuReading[]): void {
+  const gauge = (name: string, help: string, value: (r: ProjectGpuReading) => number | undefined) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ["project"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const reading of read()) {
+          const v = value(reading);
+          if (v !== undefined) this.set({ project: reading.project }, v);
+        }
+      },
+    });
+  gauge("infergate_project_gpu_quota", "GPUs the Project may hold (spec.gpuQuota); absent when it sets no limit.", (r) => r.quota);
+  gauge("infergate_project_gpu_allocated", "GPUs held by the Project's admitted inference workloads, as this replica counts them.", (r) => r.allocated);
+  gauge("infergate_project_gpu_reserved", "GPUs reserved by admissions this replica's cache does not show yet.", (r) => r.reserved);
 }
