@@ -1,5 +1,6 @@
 // `npm start`: a real local control plane with infergate's webhook wired in, a sample Project and
-// cluster policy applied, and the commands to try printed. Ctrl-C stops every process it started.
+// the cluster-wide policy (profile `default`, so pods really run here) applied, and the commands to
+// try printed. Ctrl-C stops every process it started.
 import fs from "node:fs";
 import path from "node:path";
 import { resolveBinDir } from "../src/local-cluster/binaries.ts";
@@ -55,7 +56,7 @@ async function main(): Promise<void> {
     say(`${webhookNote}; the cluster runs without it`);
   }
 
-  const examples = ["project.yaml", "policy-kai.yaml"].map((f) => path.join(REPO_ROOT, "examples", f));
+  const examples = ["project.yaml", "policy-cluster-default.yaml"].map((f) => path.join(REPO_ROOT, "examples", f));
   const crdsInstalled = cluster.crds.includes("projects.infergate.dev") && cluster.crds.includes("inferencepolicies.infergate.dev");
   if (crdsInstalled) {
     const res = await cluster.kubectl(["apply", ...examples.flatMap((f) => ["-f", f])]);
@@ -72,6 +73,7 @@ async function main(): Promise<void> {
     "Try:",
     `  ${kubectl} apply -f ${shown(path.join(REPO_ROOT, "examples/gpu-deployment.yaml"))}   # warnings list what infergate injected`,
     `  ${kubectl} get deployment llama-8b -n team-a -o yaml`,
+    `  ${kubectl} get pods -n team-a -o wide   # Running on a pool-a GPU node`,
     `  ${kubectl} get projects,inferencepolicies`,
     "Ctrl-C stops everything.",
     "",

@@ -1,7 +1,20 @@
 // Priority class: inject the policy default where the workload sets none; enforce the allowed list
 // and the `locked` rule.
 import type { Plugin } from "../src/admission/plugin.ts";
-import { peekTemplate } from "../src/workload/workload.ts";
+import { peekTemplate, type Workload } from "../src/workload/workload.ts";
+
+/**
+ * On a Pod, the API server's Priority plugin has already resolved `priority` and `preemptionPolicy` from
+ * the class the pod had before this webhook, and it runs again after the webhook changed the pod
+ * (reinvocation), where a stale `priority` is refused ("must not be provided in pod spec"). Dropping
+ * both lets it resolve them from the new class.
+ */
+function setPriorityClass(w: Workload, spec: any, name: string): void {
+  spec.priorityClassName = name;
+  if (w.kind !== "Pod") return;
+  delete spec.priority;
+  delete spec.preemptionPolicy;
+}
 
 export const priority: Plugin = {
   name: "priority",
@@ -14,10 +27,10 @@ export const priority: Plugin = {
     const spec = ctx.template()!.spec;
     const current: string | undefined = spec.priorityClassName || undefined;
     if (current === undefined) {
-      spec.priorityClassName = wanted;
+      setPriorityClass(ctx.workload, spec, wanted);
       ctx.warn(`infergate: set priorityClassName=${wanted} (policy default)`);
     } else if (current !== wanted && ctx.policy.rules.locked?.includes("priorityClassName")) {
-      spec.priorityClassName = wanted;
+      setPriorityClass(ctx.workload, spec, wanted);
       ctx.warn(`infergate: replaced priorityClassName ${current} with ${wanted} (locked by policy)`);
     }
   },
