@@ -1,10 +1,11 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import type { Plugin } from "../src/admission/plugin.ts";
-import { runPipeline, type PipelineResult } from "../src/admission/pipeline.ts";
-import type { AdmissionRequest, Operation } from "../src/admission/types.ts";
-import type { InferencePolicySpec, ProjectSpec, SchedulerProfile } from "../src/policy/types.ts";
-import { PolicyStore } from "../src/policy/store.ts";
+import type { Phase, Plugin } from "../src/admission/plugin.ts";
+import type { PipelineResult } from "../src/admission/pipeline.ts";
+import type { AdmissionRequest } from "../src/admission/types.ts";
+import type { InferencePolicySpec, SchedulerProfile } from "../src/policy/types.ts";
+import type { PolicyStore } from "../src/policy/store.ts";
+import { admissionRequest, mutateThenValidate, runAdmission, storeWith } from "../test/support/admission.ts";
 import { gpuShare, INVALID_GPU_REQUEST } from "./gpu-share.ts";
 import { scheduler } from "./scheduler.ts";
 
@@ -12,16 +13,7 @@ const PLUGINS: readonly Plugin[] = [scheduler, gpuShare];
 const NS = "team-a";
 
 type Annotations = Record<string, string>;
-type Kind = "Deployment" | "KnativeService" | "Pod";
-
-function makeStore(spec: InferencePolicySpec, project: ProjectSpec = {}): PolicyStore {
-  const store = new PolicyStore();
-  store.upsertProject({ metadata: { name: "team-a" }, spec: { namespaces: [NS], ...project } });
-  store.upsertPolicy({ metadata: { name: "cluster-default" }, spec });
-  return store;
-}
-
-const profile = (p: SchedulerProfile, rest: InferencePolicySpec = {}) => makeStore({ scheduler: { profile: p }, ...rest });
+const profile = (p: SchedulerProfile, rest: InferencePolicySpec = {}) => storeWith({ policy: { scheduler: { profile: p }, ...rest } });
 
 function metadata(name: string, annotations?: Annotations, labels?: Record<string, string>) {
   return { name, namespace: NS, ...(labels ? { labels } : {}), ...(annotations ? { annotations } : {}) };
@@ -73,39 +65,9 @@ function pod({ annotations, containers = [container("server")] }: Shape, extraMe
   };
 }
 
-const RESOURCES: Record<Kind, Pick<AdmissionRequest, "kind" | "resource">> = {
-  Deployment: { kind: { group: "apps", version: "v1", kind: "Deployment" }, resource: { group: "apps", version: "v1", resource: "deployments" } },
-  KnativeService: {
-    kind: { group: "serving.knative.dev", version: "v1", kind: "Service" },
-    resource: { group: "serving.knative.dev", version: "v1", resource: "services" },
-  },
-  Pod: { kind: { group: "", version: "v1", kind: "Pod" }, resource: { group: "", version: "v1", resource: "pods" } },
-};
-
-function request(kind: Kind, object: any, operation: Operation = "CREATE", oldObject?: any): AdmissionRequest {
-  return {
-    uid: "uid-1",
-    ...RESOURCES[kind],
-    namespace: NS,
-    name: object.metadata.name,
-    operation,
-    userInfo: { username: "alice" },
-    object,
-    ...(oldObject ? { oldObject } : {}),
-  };
-}
-
-function run(store: PolicyStore, req: AdmissionRequest, phase: "mutate" | "validate"): PipelineResult {
-  return runPipeline({ request: req, phase, plugins: PLUGINS, policies: store, cluster: { knativeFeatures: store.knativeFeatures } });
-}
-
 /** Mutation, then validation of the mutated object (what the API server does), then a second mutation. */
-function admit(store: PolicyStore, kind: Kind, object: any) {
-  const mutated = run(store, request(kind, object), "mutate");
-  const validated = run(store, request(kind, mutated.object), "validate");
-  const again = run(store, request(kind, mutated.object), "mutate");
-  return { mutated, validated, again, object: mutated.object as any };
-}
+const run = (store: PolicyStore, request: AdmissionRequest, phase: Phase): PipelineResult => runAdmission(store, request, phase, PLUGINS);
+const admit = (store: PolicyStore, object: any) => mutateThenValidate(store, PLUGINS, object);
 
 function patchOf(result: PipelineResult): unknown[] {
   const patch = result.response.patch;
@@ -123,7 +85,7 @@ function gpuWarnings(result: PipelineResult) {
 
 describe("gpu-share: kai", () => {
   it("keeps template annotations as they are and writes no resources", () => {
-    const { mutated, validated, again, object } = admit(profile("kai"), "Deployment", deployment({ templateAnnotations: { "gpu-fraction": "0.5" } }));
+    const { mutated, validated, again, object } = admit(profile("kai"), deployment({ templateAnnotations: { "gpu-fraction": "0.5" } }));
     expect(object.spec.template.metadata.annotations).toEqual({ "gpu-fraction": "0.5" });
     expect(object.spec.template.spec.containers[0].resources).toBeUndefined();
     expect(gpuWarnings(mutated)).toEqual([]);
@@ -135,7 +97,6 @@ describe("gpu-share: kai", () => {
   it("copies workload annotations onto the pod template and keeps the originals", () => {
     const { mutated, validated, again, object } = admit(
       profile("kai"),
-      "Deployment",
       deployment({ annotations: { "gpu-memory": "20480", "gpu-fraction-num-devices": "2" } }),
     );
     expect(object.metadata.annotations).toEqual({ "gpu-memory": "20480", "gpu-fraction-num-devices": "2" });
@@ -151,7 +112,6 @@ describe("gpu-share: kai", () => {
   it("replaces a stale template copy with the workload's set", () => {
     const { mutated, object, again } = admit(
       profile("kai"),
-      "Deployment",
       deployment({ annotations: { "gpu-fraction": "0.25" }, templateAnnotations: { "gpu-fraction": "0.5", "gpu-fraction-num-devices": "2", other: "kept" } }),
     );
     expect(object.spec.template.metadata.annotations).toEqual({ "gpu-fraction": "0.25", other: "kept" });
@@ -163,7 +123,7 @@ describe("gpu-share: kai", () => {
   });
 
   it("copies annotations of a Knative Service onto its template, which reaches the revision's pods", () => {
-    const { object, validated, again } = admit(profile("kai"), "KnativeService", knativeService({ annotations: { "gpu-fraction": "0.5" } }));
+    const { object, validated, again } = admit(profile("kai"), knativeService({ annotations: { "gpu-fraction": "0.5" } }));
     expect(object.spec.template.metadata.annotations).toEqual({ "gpu-fraction": "0.5" });
     // schedulerName is refused by Knative while its feature flag is off; the queue label is always allowed.
     expect(object.spec.template.spec.schedulerName).toBeUndefined();
@@ -174,7 +134,7 @@ describe("gpu-share: kai", () => {
 
   it("refuses gpu-fraction 1, which KAI-Scheduler does not accept, even under enforcement: warn", () => {
     const store = profile("kai", { enforcement: "warn" });
-    const { validated, object } = admit(store, "Deployment", deployment({ templateAnnotations: { "gpu-fraction": "1" } }));
+    const { validated, object } = admit(store, deployment({ templateAnnotations: { "gpu-fraction": "1" } }));
     expect(validated.response.allowed).toBe(false);
     expect(validated.violations).toEqual([
       {
@@ -190,7 +150,7 @@ describe("gpu-share: kai", () => {
 
   it("rejects HAMi's rendering, which KAI would read as a whole-GPU limit next to a fraction", () => {
     const containers = [container("server", { "nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "50" })];
-    const result = run(profile("kai"), request("Deployment", deployment({ templateAnnotations: { "gpu-fraction": "0.5" }, containers })), "validate");
+    const result = run(profile("kai"), admissionRequest(deployment({ templateAnnotations: { "gpu-fraction": "0.5" }, containers })), "validate");
     expect(result.violations.map((v) => [v.field, v.value, v.reason])).toEqual([
       ["spec.template.spec.containers[0].resources.limits[nvidia.com/gpu]", "1", INVALID_GPU_REQUEST],
     ]);
@@ -199,7 +159,7 @@ describe("gpu-share: kai", () => {
 
 describe("gpu-share: volcano", () => {
   it("renders a fraction as vgpu-number and vgpu-memory limits on a Deployment", () => {
-    const { mutated, validated, again, object } = admit(profile("volcano"), "Deployment", deployment({ templateAnnotations: { "gpu-fraction": "0.5" } }));
+    const { mutated, validated, again, object } = admit(profile("volcano"), deployment({ templateAnnotations: { "gpu-fraction": "0.5" } }));
     expect(object.spec.template.spec.containers[0].resources).toEqual({ limits: { "volcano.sh/vgpu-number": "1", "volcano.sh/vgpu-memory": "40960" } });
     expect(object.spec.template.metadata.annotations).toEqual({ "gpu-fraction": "0.5", "scheduling.volcano.sh/queue-name": "team-a" });
     expect(gpuWarnings(mutated)).toEqual([
@@ -213,7 +173,6 @@ describe("gpu-share: volcano", () => {
   it("renders gpu-memory on several devices on a Knative Service", () => {
     const { validated, again, object } = admit(
       profile("volcano"),
-      "KnativeService",
       knativeService({ templateAnnotations: { "gpu-memory": "20480", "gpu-fraction-num-devices": "2" } }),
     );
     expect(object.spec.template.spec.containers[0].resources.limits).toEqual({ "volcano.sh/vgpu-number": "2", "volcano.sh/vgpu-memory": "20480" });
@@ -223,13 +182,13 @@ describe("gpu-share: volcano", () => {
   });
 
   it("uses the project's memory per device for a fraction", () => {
-    const store = makeStore({ scheduler: { profile: "volcano" } }, { gpuMemoryPerDeviceMiB: 49152 });
-    const { object } = admit(store, "Deployment", deployment({ templateAnnotations: { "gpu-fraction": "0.25" } }));
+    const store = storeWith({ policy: { scheduler: { profile: "volcano" } }, project: { gpuMemoryPerDeviceMiB: 49152 } });
+    const { object } = admit(store, deployment({ templateAnnotations: { "gpu-fraction": "0.25" } }));
     expect(object.spec.template.spec.containers[0].resources.limits["volcano.sh/vgpu-memory"]).toBe("12288");
   });
 
   it("renders workload-level annotations without moving them", () => {
-    const { object, again } = admit(profile("volcano"), "Deployment", deployment({ annotations: { "gpu-fraction": "1" } }));
+    const { object, again } = admit(profile("volcano"), deployment({ annotations: { "gpu-fraction": "1" } }));
     expect(object.spec.template.metadata.annotations).toEqual({ "scheduling.volcano.sh/queue-name": "team-a" });
     expect(object.spec.template.spec.containers[0].resources.limits).toEqual({ "volcano.sh/vgpu-number": "1", "volcano.sh/vgpu-memory": "81920" });
     expectIdempotent(again);
@@ -239,7 +198,6 @@ describe("gpu-share: volcano", () => {
     const containers = [container("proxy"), container("model")];
     const { object } = admit(
       profile("volcano"),
-      "Deployment",
       deployment({ templateAnnotations: { "gpu-fraction": "0.5", "gpu-fraction-container-name": "model" }, containers }),
     );
     expect(object.spec.template.spec.containers[0].resources).toBeUndefined();
@@ -248,10 +206,10 @@ describe("gpu-share: volcano", () => {
 
   it("re-renders on UPDATE when the annotation changed", () => {
     const store = profile("volcano");
-    const old = admit(store, "Deployment", deployment({ templateAnnotations: { "gpu-fraction": "0.5" } })).object;
+    const old = admit(store, deployment({ templateAnnotations: { "gpu-fraction": "0.5" } })).object;
     const changed = structuredClone(old);
     changed.spec.template.metadata.annotations["gpu-fraction"] = "0.25";
-    const result = run(store, request("Deployment", changed, "UPDATE", old), "mutate");
+    const result = run(store, admissionRequest(changed, { oldObject: old }), "mutate");
     expect((result.object as any).spec.template.spec.containers[0].resources.limits["volcano.sh/vgpu-memory"]).toBe("20480");
     expect(result.warnings).toEqual(['infergate: set volcano.sh/vgpu-memory=20480 on container "server" (gpu-fraction 0.25)']);
     expect(patchOf(result)).toEqual([
@@ -262,7 +220,7 @@ describe("gpu-share: volcano", () => {
 
 describe("gpu-share: hami", () => {
   it("renders a fraction as nvidia.com/gpu devices plus gpumem-percentage, and validation accepts it", () => {
-    const { mutated, validated, again, object } = admit(profile("hami"), "Deployment", deployment({ templateAnnotations: { "gpu-fraction": "0.5" } }));
+    const { mutated, validated, again, object } = admit(profile("hami"), deployment({ templateAnnotations: { "gpu-fraction": "0.5" } }));
     expect(object.spec.template.spec.containers[0].resources).toEqual({ limits: { "nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "50" } });
     expect(gpuWarnings(mutated)).toEqual([
       'infergate: set nvidia.com/gpu=1 on container "server" (gpu-fraction 0.5)',
@@ -276,7 +234,6 @@ describe("gpu-share: hami", () => {
   it("renders gpu-memory as gpumem on each device of a Knative Service", () => {
     const { validated, again, object } = admit(
       profile("hami"),
-      "KnativeService",
       knativeService({ templateAnnotations: { "gpu-memory": "20480", "gpu-fraction-num-devices": "2" } }),
     );
     expect(object.spec.template.spec.containers[0].resources.limits).toEqual({ "nvidia.com/gpu": "2", "nvidia.com/gpumem": "20480" });
@@ -286,7 +243,7 @@ describe("gpu-share: hami", () => {
 
   it("names an unnamed container by its index", () => {
     const containers = [{ image: "nvcr.io/nim/llm:1" }];
-    const { mutated } = admit(profile("hami"), "KnativeService", knativeService({ templateAnnotations: { "gpu-memory": "8192" }, containers }));
+    const { mutated } = admit(profile("hami"), knativeService({ templateAnnotations: { "gpu-memory": "8192" }, containers }));
     expect(gpuWarnings(mutated)).toEqual([
       "infergate: set nvidia.com/gpu=1 on container 0 (gpu-memory 8192 MiB)",
       "infergate: set nvidia.com/gpumem=8192 on container 0 (gpu-memory 8192 MiB)",
@@ -295,7 +252,7 @@ describe("gpu-share: hami", () => {
 
   it("replaces an earlier memory rendering when the share becomes a fraction", () => {
     const containers = [container("server", { "nvidia.com/gpu": "1", "nvidia.com/gpumem": "20480", cpu: "2" })];
-    const { mutated, object, again } = admit(profile("hami"), "Deployment", deployment({ templateAnnotations: { "gpu-fraction": "0.125" }, containers }));
+    const { mutated, object, again } = admit(profile("hami"), deployment({ templateAnnotations: { "gpu-fraction": "0.125" }, containers }));
     expect(object.spec.template.spec.containers[0].resources.limits).toEqual({ "nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "13", cpu: "2" });
     expect(gpuWarnings(mutated)).toEqual([
       'infergate: set nvidia.com/gpumem-percentage=13 on container "server" (gpu-fraction 0.125)',
@@ -306,17 +263,17 @@ describe("gpu-share: hami", () => {
 
   it("renders on a bare pod and reports its annotation paths without a template prefix", () => {
     const store = profile("hami");
-    const { object, again } = admit(store, "Pod", pod({ annotations: { "gpu-fraction": "0.5" } }));
+    const { object, again } = admit(store, pod({ annotations: { "gpu-fraction": "0.5" } }));
     expect(object.spec.containers[0].resources.limits).toEqual({ "nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "50" });
     expect(object.spec.schedulerName).toBe("hami-scheduler");
     expectIdempotent(again);
-    const bad = run(store, request("Pod", pod({ annotations: { "gpu-fraction": "x" } })), "validate");
+    const bad = run(store, admissionRequest(pod({ annotations: { "gpu-fraction": "x" } })), "validate");
     expect(bad.violations.map((v) => v.field)).toEqual(["metadata.annotations[gpu-fraction]"]);
   });
 
   it("leaves pods of a ReplicaSet alone: their template already carries the share", () => {
     const owned = pod({ annotations: { "gpu-fraction": "0.5" } }, { ownerReferences: [{ apiVersion: "apps/v1", kind: "ReplicaSet", name: "llm-1", uid: "1", controller: true }] });
-    const result = run(profile("hami"), request("Pod", owned), "mutate");
+    const result = run(profile("hami"), admissionRequest(owned), "mutate");
     expect(result.response.patch).toBeUndefined();
     expect(result.warnings).toEqual([]);
   });
@@ -326,7 +283,7 @@ describe("gpu-share: profiles without fractions", () => {
   for (const p of ["default", "coscheduling"] as const) {
     it(`${p}: writes no share and denies it with the profiles that support fractions`, () => {
       const store = profile(p, { enforcement: "warn" });
-      const { mutated, validated, object } = admit(store, "Deployment", deployment({ templateAnnotations: { "gpu-fraction": "0.5" } }));
+      const { mutated, validated, object } = admit(store, deployment({ templateAnnotations: { "gpu-fraction": "0.5" } }));
       expect(object.spec.template.spec.containers[0].resources).toBeUndefined();
       expect(gpuWarnings(mutated)).toEqual([]);
       expect(validated.response.allowed).toBe(false);
@@ -344,14 +301,14 @@ describe("gpu-share: profiles without fractions", () => {
 
   it("default: a whole-GPU Deployment gets no patch at all", () => {
     const containers = [container("server", { "nvidia.com/gpu": "1" })];
-    const { mutated, validated } = admit(profile("default"), "Deployment", deployment({ containers }));
+    const { mutated, validated } = admit(profile("default"), deployment({ containers }));
     expect(mutated.response.patch).toBeUndefined();
     expect(mutated.warnings).toEqual([]);
     expect(validated.violations).toEqual([]);
   });
 
   it("reports a workload-level annotation at the workload's path", () => {
-    const result = run(profile("default"), request("KnativeService", knativeService({ annotations: { "gpu-memory": "1024" } })), "validate");
+    const result = run(profile("default"), admissionRequest(knativeService({ annotations: { "gpu-memory": "1024" } })), "validate");
     expect(result.violations.map((v) => v.field)).toEqual(["metadata.annotations[gpu-memory]"]);
   });
 });
@@ -432,7 +389,7 @@ describe("gpu-share: invalid requests", () => {
         const store = profile("volcano", { enforcement: "warn" });
         const shape = { templateAnnotations: c.annotations, containers: c.containers, labels: marked };
         const object = kind === "Deployment" ? deployment(shape) : knativeService(shape);
-        const { mutated, validated } = admit(store, kind, object);
+        const { mutated, validated } = admit(store, object);
         expect(gpuWarnings(mutated)).toEqual([]);
         const limits = (mutated.object as any).spec.template.spec.containers.map((x: any) => x.resources?.limits ?? {});
         for (const l of limits) expect(Object.keys(l).filter((k) => k.startsWith("volcano.sh/"))).toEqual([]);
@@ -447,7 +404,7 @@ describe("gpu-share: policy ranges", () => {
   const rules = { gpuFraction: { min: "0.1", max: "0.5" }, gpusPerPod: { max: "2" } };
 
   it("denies a fraction outside rules.gpuFraction as an ordinary policy violation", () => {
-    const { validated } = admit(profile("volcano", { rules }), "Deployment", deployment({ templateAnnotations: { "gpu-fraction": "0.05" } }));
+    const { validated } = admit(profile("volcano", { rules }), deployment({ templateAnnotations: { "gpu-fraction": "0.05" } }));
     expect(validated.response.allowed).toBe(false);
     expect(validated.response.status?.reason).toBe("Forbidden");
     expect(validated.violations).toEqual([
@@ -461,7 +418,7 @@ describe("gpu-share: policy ranges", () => {
   });
 
   it("admits it under enforcement: warn, rendered, with the violation as a warning", () => {
-    const { validated, object } = admit(profile("volcano", { rules, enforcement: "warn" }), "Deployment", deployment({ templateAnnotations: { "gpu-fraction": "0.05" } }));
+    const { validated, object } = admit(profile("volcano", { rules, enforcement: "warn" }), deployment({ templateAnnotations: { "gpu-fraction": "0.05" } }));
     expect(validated.response.allowed).toBe(true);
     expect(validated.warnings).toEqual([
       'policy (warn): spec.template.metadata.annotations[gpu-fraction]: Invalid value: "0.05": between 0.1 and 0.5 (policy rules.gpuFraction)',
@@ -470,7 +427,7 @@ describe("gpu-share: policy ranges", () => {
   });
 
   it("states the fraction range in MiB for gpu-memory", () => {
-    const { validated } = admit(profile("hami", { rules }), "KnativeService", knativeService({ templateAnnotations: { "gpu-memory": "4096" } }));
+    const { validated } = admit(profile("hami", { rules }), knativeService({ templateAnnotations: { "gpu-memory": "4096" } }));
     expect(validated.violations.map((v) => [v.field, v.value, v.allowed])).toEqual([
       [
         "spec.template.metadata.annotations[gpu-memory]",
@@ -481,11 +438,7 @@ describe("gpu-share: policy ranges", () => {
   });
 
   it("denies a share whose devices exceed rules.gpusPerPod", () => {
-    const { validated } = admit(
-      profile("kai", { rules }),
-      "Deployment",
-      deployment({ templateAnnotations: { "gpu-fraction": "0.5", "gpu-fraction-num-devices": "5" } }),
-    );
+    const { validated } = admit(profile("kai", { rules }), deployment({ templateAnnotations: { "gpu-fraction": "0.5", "gpu-fraction-num-devices": "5" } }));
     expect(validated.violations).toEqual([
       {
         field: "spec.template.metadata.annotations[gpu-fraction]",
@@ -498,7 +451,7 @@ describe("gpu-share: policy ranges", () => {
 
   it("applies rules.gpusPerPod to whole GPUs too", () => {
     const containers = [container("server", { "nvidia.com/gpu": "4" })];
-    const { validated } = admit(profile("default", { rules }), "Deployment", deployment({ containers }));
+    const { validated } = admit(profile("default", { rules }), deployment({ containers }));
     expect(validated.violations.map((v) => [v.field, v.value, v.allowed])).toEqual([
       ["spec.template.spec.containers[0].resources.limits[nvidia.com/gpu]", 4, "at most 2 GPUs per pod (policy rules.gpusPerPod)"],
     ]);
@@ -506,7 +459,10 @@ describe("gpu-share: policy ranges", () => {
 
   it("compares decimals without float noise", () => {
     const tight = { gpuFraction: { min: "0.1", max: "0.1" }, gpusPerPod: { max: "0.3" } };
-    const { validated } = admit(profile("volcano", { rules: tight }), "Deployment", deployment({ templateAnnotations: { "gpu-fraction": "0.1", "gpu-fraction-num-devices": "3" } }));
+    const { validated } = admit(
+      profile("volcano", { rules: tight }),
+      deployment({ templateAnnotations: { "gpu-fraction": "0.1", "gpu-fraction-num-devices": "3" } }),
+    );
     expect(validated.violations).toEqual([]);
   });
 });
@@ -537,7 +493,7 @@ describe("gpu-share: property", () => {
         if (x.targetIndex !== undefined && x.targetIndex < x.containerCount) annotations["gpu-fraction-container-name"] = `c${x.targetIndex}`;
         const shape = x.onWorkload ? { annotations, containers } : { templateAnnotations: annotations, containers };
         const object = x.kind === "Deployment" ? deployment(shape) : knativeService(shape);
-        const { mutated, validated, again } = admit(profile(x.profile), x.kind, object);
+        const { mutated, validated, again } = admit(profile(x.profile), object);
         expect(mutated.violations).toEqual([]);
         expect(validated.violations).toEqual([]);
         expect(validated.response.allowed).toBe(true);

@@ -3,12 +3,11 @@ import { resolve } from "node:path";
 import { Ajv } from "ajv";
 import { parse } from "yaml";
 import { describe, expect, it } from "vitest";
-import { runPipeline } from "../src/admission/pipeline.ts";
-import type { Phase, Plugin } from "../src/admission/plugin.ts";
-import type { AdmissionRequest } from "../src/admission/types.ts";
-import { PolicyStore } from "../src/policy/store.ts";
+import type { Plugin } from "../src/admission/plugin.ts";
+import type { PolicyStore } from "../src/policy/store.ts";
 import type { InferencePolicySpec } from "../src/policy/types.ts";
 import { FEATURE_FLAG_OF, knativeAllows, parseKnativeFeatures, type KnativeFeatures, type PodSpecFeatureField } from "../src/workload/knative-features.ts";
+import { admitter, storeWith } from "../test/support/admission.ts";
 import { knative } from "./knative.ts";
 import { labels } from "./labels.ts";
 import { nodePools } from "./node-pools.ts";
@@ -44,35 +43,11 @@ function withDefaults(change: (spec: InferencePolicySpec) => void): InferencePol
   return spec;
 }
 
-function store(spec: InferencePolicySpec = POLICY, features?: Record<string, string>): PolicyStore {
-  const s = new PolicyStore();
-  s.upsertProject({ metadata: { name: "team-a" }, spec: { namespaces: ["team-a"], nodePools: ["h100", "a100"], gpuQuota: "8" } });
-  s.upsertPolicy({ metadata: { name: "cluster-default" }, spec });
-  if (features) s.setKnativeFeatures(parseKnativeFeatures({ data: features }));
-  return s;
+function store(policy: InferencePolicySpec = POLICY, knativeFeatures?: Record<string, string>): PolicyStore {
+  return storeWith({ policy, project: { nodePools: ["h100", "a100"], gpuQuota: "8" }, knativeFeatures });
 }
 
-const RESOURCES: Record<string, AdmissionRequest["resource"]> = {
-  Deployment: { group: "apps", version: "v1", resource: "deployments" },
-  Service: { group: "serving.knative.dev", version: "v1", resource: "services" },
-  Pod: { group: "", version: "v1", resource: "pods" },
-};
-
-function admit(s: PolicyStore, object: any, opts: { phase?: Phase; plugins?: Plugin[]; oldObject?: any } = {}) {
-  const resource = RESOURCES[object.kind]!;
-  const request: AdmissionRequest = {
-    uid: "c2a7f3d4-9b1e-4e8f-a6d2-5b3c7e9f1a08",
-    kind: { group: resource.group, version: resource.version, kind: object.kind },
-    resource,
-    namespace: "team-a",
-    name: object.metadata.name,
-    operation: opts.oldObject ? "UPDATE" : "CREATE",
-    userInfo: { username: "system:serviceaccount:kserve:kserve-controller-manager" },
-    object,
-    oldObject: opts.oldObject,
-  };
-  return runPipeline({ request, phase: opts.phase ?? "mutate", plugins: opts.plugins ?? [knative], policies: s, cluster: { knativeFeatures: s.knativeFeatures } });
-}
+const admit = admitter({ plugins: [knative], username: "system:serviceaccount:kserve:kserve-controller-manager" });
 
 /** A Knative Service shaped like the one KServe creates for an InferenceService predictor. */
 function kserveService(annotations?: Record<string, string>): any {

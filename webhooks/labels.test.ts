@@ -1,39 +1,15 @@
 import { describe, expect, it } from "vitest";
-import { runPipeline } from "../src/admission/pipeline.ts";
-import type { Phase, Plugin } from "../src/admission/plugin.ts";
-import type { AdmissionRequest } from "../src/admission/types.ts";
-import { PolicyStore } from "../src/policy/store.ts";
-import type { InferencePolicySpec, ProjectSpec } from "../src/policy/types.ts";
+import type { PolicyStore } from "../src/policy/store.ts";
+import type { InferencePolicySpec } from "../src/policy/types.ts";
+import { admitter, storeWith } from "../test/support/admission.ts";
 import { labels } from "./labels.ts";
 import { policyRules } from "./policy-rules.ts";
 
-function store(spec: InferencePolicySpec = {}, project: Partial<ProjectSpec> = {}): PolicyStore {
-  const s = new PolicyStore();
-  s.upsertProject({ metadata: { name: "team-a" }, spec: { namespaces: ["team-a"], queue: "team-a-inference", ...project } });
-  s.upsertPolicy({ metadata: { name: "cluster-default" }, spec });
-  return s;
+function store(policy: InferencePolicySpec = {}): PolicyStore {
+  return storeWith({ policy, project: { queue: "team-a-inference" } });
 }
 
-const RESOURCES: Record<string, AdmissionRequest["resource"]> = {
-  Deployment: { group: "apps", version: "v1", resource: "deployments" },
-  Service: { group: "serving.knative.dev", version: "v1", resource: "services" },
-  Pod: { group: "", version: "v1", resource: "pods" },
-};
-
-function admit(s: PolicyStore, object: any, opts: { phase?: Phase; plugins?: Plugin[] } = {}) {
-  const resource = RESOURCES[object.kind]!;
-  const request: AdmissionRequest = {
-    uid: "7a3e9c51-0f42-4b8d-9e6a-2d4c8b1f0e37",
-    kind: { group: resource.group, version: resource.version, kind: object.kind },
-    resource,
-    namespace: "team-a",
-    name: object.metadata.name,
-    operation: "CREATE",
-    userInfo: { username: "alice@example.com" },
-    object,
-  };
-  return runPipeline({ request, phase: opts.phase ?? "mutate", plugins: opts.plugins ?? [labels], policies: s, cluster: { knativeFeatures: s.knativeFeatures } });
-}
+const admit = admitter({ plugins: [labels] });
 
 function vllmDeployment(templateLabels: Record<string, string> = {}, templateAnnotations?: Record<string, string>): any {
   return {

@@ -1,11 +1,8 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { runPipeline } from "../src/admission/pipeline.ts";
-import type { Phase, Plugin } from "../src/admission/plugin.ts";
-import type { AdmissionRequest } from "../src/admission/types.ts";
-import { PolicyStore } from "../src/policy/store.ts";
+import type { PolicyStore } from "../src/policy/store.ts";
 import type { InferencePolicySpec, ProjectSpec } from "../src/policy/types.ts";
-import { parseKnativeFeatures } from "../src/workload/knative-features.ts";
+import { admitter, storeWith } from "../test/support/admission.ts";
 import { nodePools, poolPreferences } from "./node-pools.ts";
 import { policyRules } from "./policy-rules.ts";
 
@@ -16,34 +13,11 @@ const PREFERRED = [
   { weight: 90, preference: { matchExpressions: [{ key: KEY, operator: "In", values: ["a100"] }] } },
 ];
 
-function store(spec: InferencePolicySpec = {}, project: Partial<ProjectSpec> = {}, features?: Record<string, string>): PolicyStore {
-  const s = new PolicyStore();
-  s.upsertProject({ metadata: { name: "team-a" }, spec: { namespaces: ["team-a"], nodePools: ["h100", "a100"], ...project } });
-  s.upsertPolicy({ metadata: { name: "cluster-default" }, spec });
-  if (features) s.setKnativeFeatures(parseKnativeFeatures({ data: features }));
-  return s;
+function store(policy: InferencePolicySpec = {}, project: Partial<ProjectSpec> = {}, knativeFeatures?: Record<string, string>): PolicyStore {
+  return storeWith({ policy, project: { nodePools: ["h100", "a100"], ...project }, knativeFeatures });
 }
 
-const RESOURCES: Record<string, AdmissionRequest["resource"]> = {
-  Deployment: { group: "apps", version: "v1", resource: "deployments" },
-  Service: { group: "serving.knative.dev", version: "v1", resource: "services" },
-  Pod: { group: "", version: "v1", resource: "pods" },
-};
-
-function admit(s: PolicyStore, object: any, opts: { phase?: Phase; plugins?: Plugin[] } = {}) {
-  const resource = RESOURCES[object.kind]!;
-  const request: AdmissionRequest = {
-    uid: "5e0f3b8a-2c1d-4f6e-8a9b-0c1d2e3f4a5b",
-    kind: { group: resource.group, version: resource.version, kind: object.kind },
-    resource,
-    namespace: "team-a",
-    name: object.metadata.name,
-    operation: "CREATE",
-    userInfo: { username: "alice@example.com" },
-    object,
-  };
-  return runPipeline({ request, phase: opts.phase ?? "mutate", plugins: opts.plugins ?? [nodePools], policies: s, cluster: { knativeFeatures: s.knativeFeatures } });
-}
+const admit = admitter({ plugins: [nodePools] });
 
 function vllmDeployment(extraSpec: Record<string, unknown> = {}): any {
   return {

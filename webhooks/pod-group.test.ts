@@ -1,19 +1,15 @@
 import { describe, expect, it } from "vitest";
-import { runPipeline, type PipelineResult } from "../src/admission/pipeline.ts";
-import type { AdmissionRequest, Operation } from "../src/admission/types.ts";
+import type { PipelineResult } from "../src/admission/pipeline.ts";
 import { LABEL_VALUE_MAX } from "../src/podgroups/names.ts";
 import type { SchedulerProfile } from "../src/policy/types.ts";
-import { PolicyStore } from "../src/policy/store.ts";
-import { DEFAULT_KNATIVE_FEATURES } from "../src/workload/knative-features.ts";
+import type { PolicyStore } from "../src/policy/store.ts";
+import { admitter, storeWith } from "../test/support/admission.ts";
 import { POD_GROUP_LABEL, podGroup } from "./pod-group.ts";
 
 const NS = "team-a";
 
 function store(profile: SchedulerProfile): PolicyStore {
-  const s = new PolicyStore();
-  s.upsertProject({ metadata: { name: "team-a" }, spec: { namespaces: [NS] } });
-  s.upsertPolicy({ metadata: { name: "cluster-default" }, spec: { scheduler: { profile } } });
-  return s;
+  return storeWith({ policy: { scheduler: { profile } } });
 }
 
 const gpuContainer = { name: "server", image: "nvcr.io/nim/llm:1", resources: { limits: { "nvidia.com/gpu": "1" } } };
@@ -49,19 +45,7 @@ function knativePod(revision: string) {
   };
 }
 
-function admit(s: PolicyStore, pod: any, operation: Operation = "CREATE"): PipelineResult {
-  const request: AdmissionRequest = {
-    uid: "uid-1",
-    kind: { group: "", version: "v1", kind: "Pod" },
-    resource: { group: "", version: "v1", resource: "pods" },
-    namespace: pod.metadata.namespace,
-    operation,
-    userInfo: { username: "system:serviceaccount:kube-system:replicaset-controller" },
-    object: pod,
-    ...(operation === "UPDATE" ? { oldObject: pod } : {}),
-  };
-  return runPipeline({ request, phase: "mutate", plugins: [podGroup], policies: s, cluster: { knativeFeatures: DEFAULT_KNATIVE_FEATURES } });
-}
+const admit = admitter({ plugins: [podGroup], username: "system:serviceaccount:kube-system:replicaset-controller" });
 
 const labelsOf = (r: PipelineResult) => (r.object as any)?.metadata?.labels ?? {};
 
@@ -126,7 +110,8 @@ describe("pod-group under coscheduling", () => {
   });
 
   it("does nothing on UPDATE", () => {
-    const result = admit(cosched, replicaPod("llm", "5d9f7c6b8"), "UPDATE");
+    const pod = replicaPod("llm", "5d9f7c6b8");
+    const result = admit(cosched, pod, { oldObject: pod });
     expect(result.response.patch).toBeUndefined();
   });
 

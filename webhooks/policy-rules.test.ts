@@ -1,9 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { runPipeline } from "../src/admission/pipeline.ts";
-import type { Phase, Plugin } from "../src/admission/plugin.ts";
-import type { AdmissionRequest } from "../src/admission/types.ts";
-import { PolicyStore } from "../src/policy/store.ts";
+import type { PolicyStore } from "../src/policy/store.ts";
 import type { InferencePolicySpec } from "../src/policy/types.ts";
+import { admitter, storeWith } from "../test/support/admission.ts";
 import { knative } from "./knative.ts";
 import { labels } from "./labels.ts";
 import { nodePools } from "./node-pools.ts";
@@ -13,36 +11,11 @@ import { tolerations } from "./tolerations.ts";
 
 const GPU_TOLERATION = { key: "nvidia.com/gpu", operator: "Exists" as const, effect: "NoSchedule" as const };
 
-function store(spec: InferencePolicySpec): PolicyStore {
-  const s = new PolicyStore();
-  s.upsertProject({ metadata: { name: "team-a" }, spec: { namespaces: ["team-a"], nodePools: ["h100", "a100"] } });
-  s.upsertPolicy({ metadata: { name: "cluster-default" }, spec });
-  return s;
+function store(policy: InferencePolicySpec): PolicyStore {
+  return storeWith({ policy, project: { nodePools: ["h100", "a100"] } });
 }
 
-const RESOURCES: Record<string, AdmissionRequest["resource"]> = {
-  Deployment: { group: "apps", version: "v1", resource: "deployments" },
-  Scale: { group: "apps", version: "v1", resource: "deployments" },
-  Service: { group: "serving.knative.dev", version: "v1", resource: "services" },
-  Pod: { group: "", version: "v1", resource: "pods" },
-};
-
-function admit(s: PolicyStore, object: any, opts: { phase?: Phase; plugins?: Plugin[]; oldObject?: any } = {}) {
-  const resource = RESOURCES[object.kind]!;
-  const request: AdmissionRequest = {
-    uid: "e4b1c9a2-6d3f-4a7e-b8c5-1f2a3b4c5d6e",
-    kind: object.kind === "Scale" ? { group: "autoscaling", version: "v1", kind: "Scale" } : { group: resource.group, version: resource.version, kind: object.kind },
-    resource,
-    subResource: object.kind === "Scale" ? "scale" : undefined,
-    namespace: "team-a",
-    name: object.metadata.name,
-    operation: opts.oldObject ? "UPDATE" : "CREATE",
-    userInfo: { username: "alice@example.com" },
-    object,
-    oldObject: opts.oldObject,
-  };
-  return runPipeline({ request, phase: opts.phase ?? "validate", plugins: opts.plugins ?? [policyRules], policies: s, cluster: { knativeFeatures: s.knativeFeatures } });
-}
+const admit = admitter({ plugins: [policyRules], phase: "validate" });
 
 function vllmDeployment(replicas = 2): any {
   return {

@@ -1,30 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { runPipeline } from "../src/admission/pipeline.ts";
-import type { AdmissionRequest } from "../src/admission/types.ts";
-import { PolicyStore } from "../src/policy/store.ts";
+import type { PolicyStore } from "../src/policy/store.ts";
 import type { InferencePolicySpec } from "../src/policy/types.ts";
+import { admitter, storeWith } from "../test/support/admission.ts";
 import { priority } from "./priority.ts";
 
-function store(spec: InferencePolicySpec): PolicyStore {
-  const s = new PolicyStore();
-  s.upsertProject({ metadata: { name: "team-a" }, spec: { namespaces: ["team-a"] } });
-  s.upsertPolicy({ metadata: { name: "cluster-default" }, spec });
-  return s;
+function store(policy: InferencePolicySpec): PolicyStore {
+  return storeWith({ policy });
 }
 
-function admitPod(s: PolicyStore, pod: any) {
-  const request: AdmissionRequest = {
-    uid: "5f1c2b7e-2a44-4d0c-8f1e-6b0f4f6e2a10",
-    kind: { group: "", version: "v1", kind: "Pod" },
-    resource: { group: "", version: "v1", resource: "pods" },
-    namespace: "team-a",
-    name: pod.metadata.name,
-    operation: "CREATE",
-    userInfo: { username: "system:serviceaccount:kube-system:replicaset-controller" },
-    object: pod,
-  };
-  return runPipeline({ request, phase: "mutate", plugins: [priority], policies: s, cluster: { knativeFeatures: { flags: {} } } });
-}
+const admitPod = admitter({ plugins: [priority], username: "system:serviceaccount:kube-system:replicaset-controller" });
 
 /** A Knative revision's pod as the API server hands it to webhooks: Priority already resolved it without a class. */
 function revisionPod(spec: Record<string, unknown> = {}): any {

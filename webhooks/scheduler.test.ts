@@ -1,10 +1,11 @@
 import { describe, expect, it } from "vitest";
-import type { Plugin } from "../src/admission/plugin.ts";
-import { runPipeline, type PipelineResult } from "../src/admission/pipeline.ts";
-import type { AdmissionRequest, Operation } from "../src/admission/types.ts";
+import type { Phase, Plugin } from "../src/admission/plugin.ts";
+import type { PipelineResult } from "../src/admission/pipeline.ts";
+import type { AdmissionRequest } from "../src/admission/types.ts";
 import type { InferencePolicySpec, ProjectSpec, SchedulerProfile } from "../src/policy/types.ts";
-import { PolicyStore } from "../src/policy/store.ts";
+import type { PolicyStore } from "../src/policy/store.ts";
 import { parseKnativeFeatures } from "../src/workload/knative-features.ts";
+import { admissionRequest, mutateThenValidate, runAdmission, storeWith } from "../test/support/admission.ts";
 import { gpuShare } from "./gpu-share.ts";
 import { projectQueue, scheduler, schedulerNameFor } from "./scheduler.ts";
 
@@ -12,14 +13,7 @@ const PLUGINS: readonly Plugin[] = [scheduler, gpuShare];
 const NS = "team-a";
 const GPU = { "nvidia.com/gpu": "1" };
 
-function makeStore(spec: InferencePolicySpec, project: ProjectSpec = {}): PolicyStore {
-  const store = new PolicyStore();
-  store.upsertProject({ metadata: { name: "team-a" }, spec: { namespaces: [NS], ...project } });
-  store.upsertPolicy({ metadata: { name: "cluster-default" }, spec });
-  return store;
-}
-
-const profile = (p: SchedulerProfile, rest: InferencePolicySpec = {}, project: ProjectSpec = {}) => makeStore({ scheduler: { profile: p }, ...rest }, project);
+const profile = (p: SchedulerProfile, rest: InferencePolicySpec = {}, project: ProjectSpec = {}) => storeWith({ policy: { scheduler: { profile: p }, ...rest }, project });
 
 function deployment(opts: { schedulerName?: string; labels?: Record<string, string>; templateLabels?: Record<string, string>; limits?: object } = {}) {
   return {
@@ -59,36 +53,8 @@ function pod(metadataExtra: object) {
   };
 }
 
-type Kind = "Deployment" | "KnativeService" | "Pod" | "Scale";
-
-const RESOURCES: Record<Kind, Pick<AdmissionRequest, "kind" | "resource" | "subResource">> = {
-  Deployment: { kind: { group: "apps", version: "v1", kind: "Deployment" }, resource: { group: "apps", version: "v1", resource: "deployments" } },
-  Scale: {
-    kind: { group: "autoscaling", version: "v1", kind: "Scale" },
-    resource: { group: "apps", version: "v1", resource: "deployments" },
-    subResource: "scale",
-  },
-  KnativeService: {
-    kind: { group: "serving.knative.dev", version: "v1", kind: "Service" },
-    resource: { group: "serving.knative.dev", version: "v1", resource: "services" },
-  },
-  Pod: { kind: { group: "", version: "v1", kind: "Pod" }, resource: { group: "", version: "v1", resource: "pods" } },
-};
-
-function request(kind: Kind, object: any, operation: Operation = "CREATE"): AdmissionRequest {
-  return { uid: "uid-1", ...RESOURCES[kind], namespace: NS, name: object.metadata.name, operation, userInfo: { username: "alice" }, object };
-}
-
-function run(store: PolicyStore, req: AdmissionRequest, phase: "mutate" | "validate"): PipelineResult {
-  return runPipeline({ request: req, phase, plugins: PLUGINS, policies: store, cluster: { knativeFeatures: store.knativeFeatures } });
-}
-
-function admit(store: PolicyStore, kind: Kind, object: any) {
-  const mutated = run(store, request(kind, object), "mutate");
-  const validated = run(store, request(kind, mutated.object), "validate");
-  const again = run(store, request(kind, mutated.object), "mutate");
-  return { mutated, validated, again, object: mutated.object as any };
-}
+const run = (store: PolicyStore, request: AdmissionRequest, phase: Phase): PipelineResult => runAdmission(store, request, phase, PLUGINS);
+const admit = (store: PolicyStore, object: any) => mutateThenValidate(store, PLUGINS, object);
 
 function expectUntouched(result: PipelineResult) {
   expect(result.response.patch).toBeUndefined();
@@ -128,7 +94,7 @@ describe("scheduler: Deployment", () => {
   ];
   for (const [p, name, labels, annotations] of expected) {
     it(`${p}: sets schedulerName ${name} and the queue, once`, () => {
-      const { mutated, validated, again, object } = admit(profile(p), "Deployment", deployment());
+      const { mutated, validated, again, object } = admit(profile(p), deployment());
       const template = object.spec.template;
       expect(template.spec.schedulerName).toBe(name);
       expect(template.metadata.labels).toEqual(labels);
@@ -141,37 +107,37 @@ describe("scheduler: Deployment", () => {
   }
 
   it("default: leaves the scheduler alone", () => {
-    expectUntouched(run(profile("default"), request("Deployment", deployment()), "mutate"));
+    expectUntouched(run(profile("default"), admissionRequest(deployment()), "mutate"));
   });
 
   it("default with a policy schedulerName sets that name", () => {
-    const { object, again } = admit(makeStore({ scheduler: { profile: "default", schedulerName: "my-scheduler" } }), "Deployment", deployment());
+    const { object, again } = admit(storeWith({ policy: { scheduler: { profile: "default", schedulerName: "my-scheduler" } } }), deployment());
     expect(object.spec.template.spec.schedulerName).toBe("my-scheduler");
     expectUntouched(again);
   });
 
   it("coscheduling takes the scheduler-plugins name from the policy", () => {
-    const { object } = admit(makeStore({ scheduler: { profile: "coscheduling", schedulerName: "gang-scheduler" } }), "Deployment", deployment());
+    const { object } = admit(storeWith({ policy: { scheduler: { profile: "coscheduling", schedulerName: "gang-scheduler" } } }), deployment());
     expect(object.spec.template.spec.schedulerName).toBe("gang-scheduler");
   });
 
   it("writes the project's spec.queue", () => {
-    const { object, mutated } = admit(profile("kai", {}, { queue: "gold" }), "Deployment", deployment());
+    const { object, mutated } = admit(profile("kai", {}, { queue: "gold" }), deployment());
     expect(object.spec.template.metadata.labels["kai.scheduler/queue"]).toBe("gold");
     expect(mutated.warnings).toContain("infergate: set label kai.scheduler/queue=gold (project team-a queue)");
   });
 
   it("does not write a queue that cannot be a label value, which the API server would reject", () => {
     const queue = "q".repeat(64);
-    const { object, validated } = admit(profile("kai", {}, { queue }), "Deployment", deployment());
+    const { object, validated } = admit(profile("kai", {}, { queue }), deployment());
     expect(object.spec.template.metadata.labels).toEqual({ app: "llm" });
     expect(validated.violations).toEqual([]);
-    const volcano = admit(profile("volcano", {}, { queue }), "Deployment", deployment());
+    const volcano = admit(profile("volcano", {}, { queue }), deployment());
     expect(volcano.object.spec.template.metadata.annotations).toEqual({ "scheduling.volcano.sh/queue-name": queue });
   });
 
   it("keeps a scheduler the user chose", () => {
-    const { mutated, object, validated } = admit(profile("kai"), "Deployment", deployment({ schedulerName: "my-scheduler" }));
+    const { mutated, object, validated } = admit(profile("kai"), deployment({ schedulerName: "my-scheduler" }));
     expect(object.spec.template.spec.schedulerName).toBe("my-scheduler");
     expect(mutated.warnings.filter((w) => w.includes("schedulerName"))).toEqual([]);
     expect(validated.violations).toEqual([]);
@@ -179,13 +145,13 @@ describe("scheduler: Deployment", () => {
 
   it("replaces a user's scheduler when the policy locks it, and denies it if the replacement did not happen", () => {
     const store = profile("kai", { rules: { locked: ["schedulerName"] } });
-    const { mutated, object, validated, again } = admit(store, "Deployment", deployment({ schedulerName: "my-scheduler" }));
+    const { mutated, object, validated, again } = admit(store, deployment({ schedulerName: "my-scheduler" }));
     expect(object.spec.template.spec.schedulerName).toBe("kai-scheduler");
     expect(mutated.warnings).toContain("infergate: replaced schedulerName my-scheduler with kai-scheduler (locked by policy)");
     expect(validated.violations).toEqual([]);
     expectUntouched(again);
 
-    const unmutated = run(store, request("Deployment", deployment({ schedulerName: "my-scheduler" })), "validate");
+    const unmutated = run(store, admissionRequest(deployment({ schedulerName: "my-scheduler" })), "validate");
     expect(unmutated.violations).toEqual([
       { field: "spec.template.spec.schedulerName", value: "my-scheduler", allowed: 'locked by policy to "kai-scheduler"', plugin: "scheduler" },
     ]);
@@ -193,9 +159,9 @@ describe("scheduler: Deployment", () => {
 
   it("keeps a user's queue label but denies one that is not the project's queue", () => {
     const store = profile("kai");
-    const own = admit(store, "Deployment", deployment({ templateLabels: { "kai.scheduler/queue": "team-a" } }));
+    const own = admit(store, deployment({ templateLabels: { "kai.scheduler/queue": "team-a" } }));
     expect(own.validated.violations).toEqual([]);
-    const other = admit(store, "Deployment", deployment({ templateLabels: { "kai.scheduler/queue": "vip" }, labels: { "kai.scheduler/queue": "vip" } }));
+    const other = admit(store, deployment({ templateLabels: { "kai.scheduler/queue": "vip" }, labels: { "kai.scheduler/queue": "vip" } }));
     expect(other.object.spec.template.metadata.labels["kai.scheduler/queue"]).toBe("vip");
     expect(other.validated.violations.map((v) => [v.field, v.value, v.allowed])).toEqual([
       ["spec.template.metadata.labels[kai.scheduler/queue]", "vip", 'the queue of project team-a: "team-a"'],
@@ -206,29 +172,29 @@ describe("scheduler: Deployment", () => {
   it("denies another volcano queue annotation", () => {
     const object = deployment();
     (object.spec.template.metadata as any).annotations = { "scheduling.volcano.sh/queue-name": "default" };
-    const result = run(profile("volcano"), request("Deployment", object), "validate");
+    const result = run(profile("volcano"), admissionRequest(object), "validate");
     expect(result.violations.map((v) => v.field)).toEqual(["spec.template.metadata.annotations[scheduling.volcano.sh/queue-name]"]);
   });
 
   it("leaves a Deployment that is not an inference workload alone", () => {
-    expectUntouched(run(profile("kai"), request("Deployment", deployment({ limits: { cpu: "1" } })), "mutate"));
+    expectUntouched(run(profile("kai"), admissionRequest(deployment({ limits: { cpu: "1" } })), "mutate"));
   });
 
   it("leaves a Deployment Knative made for a revision alone", () => {
     const object = deployment();
     (object.metadata as any).ownerReferences = [{ apiVersion: "serving.knative.dev/v1", kind: "Revision", name: "llm-00001", uid: "1", controller: true }];
-    expectUntouched(run(profile("kai"), request("Deployment", object), "mutate"));
+    expectUntouched(run(profile("kai"), admissionRequest(object), "mutate"));
   });
 
   it("leaves deployments/scale alone", () => {
     const scale = { apiVersion: "autoscaling/v1", kind: "Scale", metadata: { name: "llm", namespace: NS }, spec: { replicas: 3 } };
-    expectUntouched(run(profile("kai"), request("Scale", scale), "mutate"));
+    expectUntouched(run(profile("kai"), admissionRequest(scale), "mutate"));
   });
 });
 
 describe("scheduler: Knative", () => {
   it("puts only the queue label on a Knative Service while schedulerName is refused by Knative", () => {
-    const { object, mutated, validated, again } = admit(profile("kai"), "KnativeService", knativeService());
+    const { object, mutated, validated, again } = admit(profile("kai"), knativeService());
     expect(object.spec.template.spec.schedulerName).toBeUndefined();
     expect(object.spec.template.metadata).toEqual({ labels: { "kai.scheduler/queue": "team-a" } });
     expect(mutated.warnings).toEqual(["infergate: set label kai.scheduler/queue=team-a (project team-a queue)"]);
@@ -239,7 +205,7 @@ describe("scheduler: Knative", () => {
   it("sets schedulerName on the Knative Service when its feature flag is enabled", () => {
     const store = profile("volcano");
     store.setKnativeFeatures(parseKnativeFeatures({ data: { "kubernetes.podspec-schedulername": "enabled" } }));
-    const { object, again } = admit(store, "KnativeService", knativeService());
+    const { object, again } = admit(store, knativeService());
     expect(object.spec.template.spec.schedulerName).toBe("volcano");
     expect(object.spec.template.metadata.annotations).toEqual({ "scheduling.volcano.sh/queue-name": "team-a" });
     expectUntouched(again);
@@ -247,7 +213,7 @@ describe("scheduler: Knative", () => {
 
   it("sets schedulerName on a revision's pod at CREATE, and no labels there", () => {
     const revisionPod = pod({ labels: { "serving.knative.dev/revision": "llm-00001" } });
-    const { object, mutated, again } = admit(profile("kai"), "Pod", revisionPod);
+    const { object, mutated, again } = admit(profile("kai"), revisionPod);
     expect(object.spec.schedulerName).toBe("kai-scheduler");
     expect(object.metadata.labels).toEqual({ "serving.knative.dev/revision": "llm-00001" });
     expect(mutated.warnings).toEqual(["infergate: set schedulerName=kai-scheduler (scheduler profile kai)"]);
@@ -257,24 +223,24 @@ describe("scheduler: Knative", () => {
   it("leaves a revision's pod alone when the Knative Service could carry schedulerName itself", () => {
     const store = profile("kai");
     store.setKnativeFeatures(parseKnativeFeatures({ data: { "kubernetes.podspec-schedulername": "allowed" } }));
-    expectUntouched(run(store, request("Pod", pod({ labels: { "serving.knative.dev/revision": "llm-00001" } })), "mutate"));
+    expectUntouched(run(store, admissionRequest(pod({ labels: { "serving.knative.dev/revision": "llm-00001" } })), "mutate"));
   });
 });
 
 describe("scheduler: pods", () => {
   it("sets schedulerName and queue on a bare pod at CREATE", () => {
-    const { object, again } = admit(profile("kai"), "Pod", pod({}));
+    const { object, again } = admit(profile("kai"), pod({}));
     expect(object.spec.schedulerName).toBe("kai-scheduler");
     expect(object.metadata.labels).toEqual({ "kai.scheduler/queue": "team-a" });
     expectUntouched(again);
   });
 
   it("never writes on a pod UPDATE, where schedulerName is immutable", () => {
-    expectUntouched(run(profile("kai"), request("Pod", pod({}), "UPDATE"), "mutate"));
+    expectUntouched(run(profile("kai"), admissionRequest(pod({}), { operation: "UPDATE" }), "mutate"));
   });
 
   it("leaves pods of a ReplicaSet alone", () => {
     const owned = pod({ ownerReferences: [{ apiVersion: "apps/v1", kind: "ReplicaSet", name: "llm-1", uid: "1", controller: true }] });
-    expectUntouched(run(profile("kai"), request("Pod", owned), "mutate"));
+    expectUntouched(run(profile("kai"), admissionRequest(owned), "mutate"));
   });
 });

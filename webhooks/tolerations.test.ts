@@ -1,10 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { runPipeline } from "../src/admission/pipeline.ts";
-import type { Phase, Plugin } from "../src/admission/plugin.ts";
-import type { AdmissionRequest } from "../src/admission/types.ts";
-import { PolicyStore } from "../src/policy/store.ts";
+import type { PolicyStore } from "../src/policy/store.ts";
 import type { InferencePolicySpec, Toleration } from "../src/policy/types.ts";
-import { parseKnativeFeatures } from "../src/workload/knative-features.ts";
+import { admitter, storeWith } from "../test/support/admission.ts";
 import { tolerates, tolerations } from "./tolerations.ts";
 
 const GPU_TOLERATION: Toleration = { key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" };
@@ -13,35 +10,11 @@ const SYSTEM_TOLERATIONS = [
   { key: "node.kubernetes.io/unreachable", operator: "Exists", effect: "NoExecute", tolerationSeconds: 300 },
 ];
 
-function store(spec: InferencePolicySpec, features?: Record<string, string>): PolicyStore {
-  const s = new PolicyStore();
-  s.upsertProject({ metadata: { name: "team-a" }, spec: { namespaces: ["team-a"], nodePools: ["h100", "a100"] } });
-  s.upsertPolicy({ metadata: { name: "cluster-default" }, spec });
-  if (features) s.setKnativeFeatures(parseKnativeFeatures({ data: features }));
-  return s;
+function store(policy: InferencePolicySpec, knativeFeatures?: Record<string, string>): PolicyStore {
+  return storeWith({ policy, project: { nodePools: ["h100", "a100"] }, knativeFeatures });
 }
 
-const RESOURCES: Record<string, AdmissionRequest["resource"]> = {
-  Deployment: { group: "apps", version: "v1", resource: "deployments" },
-  Service: { group: "serving.knative.dev", version: "v1", resource: "services" },
-  Pod: { group: "", version: "v1", resource: "pods" },
-};
-
-function admit(s: PolicyStore, object: any, opts: { phase?: Phase; plugins?: Plugin[]; operation?: "CREATE" | "UPDATE" } = {}) {
-  const resource = RESOURCES[object.kind]!;
-  const request: AdmissionRequest = {
-    uid: "0b5c8f0e-7d61-4d3e-9a57-3c2f1f1c9d11",
-    kind: { group: resource.group, version: resource.version, kind: object.kind },
-    resource,
-    namespace: "team-a",
-    name: object.metadata.name,
-    operation: opts.operation ?? "CREATE",
-    userInfo: { username: "alice@example.com" },
-    object,
-    ...(opts.operation === "UPDATE" ? { oldObject: structuredClone(object) } : {}),
-  };
-  return runPipeline({ request, phase: opts.phase ?? "mutate", plugins: opts.plugins ?? [tolerations], policies: s, cluster: { knativeFeatures: s.knativeFeatures } });
-}
+const admit = admitter({ plugins: [tolerations] });
 
 function vllmDeployment(extraSpec: Record<string, unknown> = {}): any {
   return {
@@ -194,7 +167,7 @@ describe("tolerations plugin", () => {
   it("handles pods only when they are created", () => {
     const s = store({ defaults: { tolerations: [GPU_TOLERATION] } });
     const pod = knativePod();
-    expect(admit(s, pod, { operation: "UPDATE" }).response.patch).toBeUndefined();
+    expect(admit(s, pod, { oldObject: structuredClone(pod) }).response.patch).toBeUndefined();
   });
 
   it("leaves a malformed tolerations field for the API server to reject", () => {

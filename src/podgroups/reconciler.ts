@@ -21,6 +21,8 @@ import type { EffectivePolicy, ObjectMeta } from "../policy/types.ts";
 import type { PolicyStore } from "../policy/store.ts";
 import { isInferenceWorkload } from "../workload/gpu.ts";
 import type { Workload } from "../workload/workload.ts";
+import { applyManagedPlan, errorCode, type ManagedKind, type ManagedObjectApi } from "../kube/managed-objects.ts";
+import { startReconcileLoop, type ClusterReconcilerOptions } from "../kube/reconcile-loop.ts";
 import { watchResource, type WatchedResource } from "../kube/watch.ts";
 import { POD_GROUP_LABEL, podGroupNameForReplicaSet, podGroupNameForRevision } from "./names.ts";
 
@@ -211,17 +213,7 @@ export function planPodGroups(input: PlanInput): PodGroupPlan {
 }
 
 /** The few calls the reconciler makes; an interface so the write path is testable without a cluster. */
-export interface PodGroupApi {
-  create(pg: PodGroup): Promise<void>;
-  replace(pg: PodGroup): Promise<void>;
-  get(namespace: string, name: string): Promise<PodGroup | undefined>;
-  /** Deletes this PodGroup, and not a newer one of the same name (UID precondition). */
-  remove(pg: PodGroup): Promise<void>;
-}
-
-function errorCode(err: any): number | undefined {
-  return typeof err?.code === "number" ? err.code : typeof err?.statusCode === "number" ? err.statusCode : undefined;
-}
+export type PodGroupApi = ManagedObjectApi<PodGroup>;
 
 export function kubePodGroupApi(kc: KubeConfig): PodGroupApi {
   const custom = kc.makeApiClient(CustomObjectsApi);
@@ -247,78 +239,28 @@ export function kubePodGroupApi(kc: KubeConfig): PodGroupApi {
   };
 }
 
-const CONFLICT_ATTEMPTS = 3;
+const nameOf = (pg: PodGroup) => `${pg.metadata.namespace}/${pg.metadata.name}`;
+
+const POD_GROUP: ManagedKind<PodGroup> = {
+  noun: "podgroup",
+  identify: (pg) => ({ podGroup: nameOf(pg) }),
+  describe: (pg) => ({ podGroup: nameOf(pg), minMember: pg.spec.minMember }),
+  merged: mergedPodGroup,
+  isManaged,
+  upToDate,
+};
 
 /** Writes a plan. Errors are logged and left to the next round, which starts from fresher caches. */
-export async function applyPodGroupPlan(plan: PodGroupPlan, api: PodGroupApi, logger: Logger): Promise<void> {
-  const fail = (action: string, pg: PodGroup, err: unknown) =>
-    logger.log("warn", `podgroup ${action} failed`, { podGroup: `${pg.metadata.namespace}/${pg.metadata.name}`, error: String((err as any)?.message ?? err) });
-
-  for (const pg of plan.create) {
-    try {
-      await api.create(pg);
-      logger.log("info", "podgroup created", { podGroup: `${pg.metadata.namespace}/${pg.metadata.name}`, minMember: pg.spec.minMember });
-    } catch (err) {
-      // 409: made meanwhile (by us a moment ago, or by someone else); the watch will tell whose it is.
-      if (errorCode(err) !== 409) fail("create", pg, err);
-    }
-  }
-
-  for (const { observed, desired } of plan.update) {
-    let current: PodGroup | undefined = observed;
-    for (let attempt = 1; current && attempt <= CONFLICT_ATTEMPTS; attempt++) {
-      try {
-        await api.replace(mergedPodGroup(current, desired));
-        logger.log("info", "podgroup updated", { podGroup: `${desired.metadata.namespace}/${desired.metadata.name}`, minMember: desired.spec.minMember });
-        break;
-      } catch (err) {
-        if (errorCode(err) !== 409 || attempt === CONFLICT_ATTEMPTS) {
-          if (errorCode(err) !== 404) fail("update", desired, err);
-          break;
-        }
-        try {
-          current = await api.get(desired.metadata.namespace, desired.metadata.name);
-        } catch (getErr) {
-          fail("update", desired, getErr);
-          break;
-        }
-        // Gone, taken over, or already right: nothing left to write.
-        if (current && (!isManaged(current) || upToDate(current, desired))) current = undefined;
-      }
-    }
-  }
-
-  for (const pg of plan.delete) {
-    try {
-      await api.remove(pg);
-      logger.log("info", "podgroup deleted", { podGroup: `${pg.metadata.namespace}/${pg.metadata.name}` });
-    } catch (err) {
-      // 404: garbage collection was quicker; 409: a newer PodGroup of that name, not ours to delete.
-      const code = errorCode(err);
-      if (code !== 404 && code !== 409) fail("delete", pg, err);
-    }
-  }
+export function applyPodGroupPlan(plan: PodGroupPlan, api: PodGroupApi, logger: Logger): Promise<void> {
+  return applyManagedPlan(plan, api, POD_GROUP, logger);
 }
 
-export interface PodGroupReconcilerOptions {
-  kc: KubeConfig;
-  store: PolicyStore;
-  logger: Logger;
-  isLeader: () => boolean;
-  /**
-   * True once the policy store holds every Project and InferencePolicy (pass the policy watches'
-   * `synced`). Until then a namespace may look like another profile and its PodGroups unwanted.
-   */
-  ready?: () => boolean;
-  /** A full comparison runs at least this often, besides after every watched change. */
-  resyncEveryMs?: number;
+export interface PodGroupReconcilerOptions extends ClusterReconcilerOptions {
   /** How often to look again whether the PodGroup and Revision APIs are served. */
   probeEveryMs?: number;
   /** Overrides the API client (tests). */
   api?: PodGroupApi;
 }
-
-const TICK_MS = 1_000;
 
 function coschedulingInUse(store: PolicyStore): boolean {
   return store.listProjects().some((p) => (p.spec?.namespaces ?? []).some((ns) => store.resolve(ns)?.policy.scheduler.profile === "coscheduling"));
@@ -344,8 +286,6 @@ export function startPodGroupReconciler(opts: PodGroupReconcilerOptions): { stop
   const custom = kc.makeApiClient(CustomObjectsApi);
   const apps = kc.makeApiClient(AppsV1Api);
   const api = opts.api ?? kubePodGroupApi(kc);
-  const ready = opts.ready ?? (() => true);
-  const resyncEveryMs = opts.resyncEveryMs ?? 30_000;
   const probeEveryMs = opts.probeEveryMs ?? 60_000;
 
   let replicaSets: WatchedResource<any> | undefined;
@@ -353,17 +293,8 @@ export function startPodGroupReconciler(opts: PodGroupReconcilerOptions): { stop
   let revisions: WatchedResource<any> | undefined;
   let lastProbe = -Infinity;
   let warnedUnserved = false;
-  let dirty = true;
-  let lastRun = 0;
-  let generation = -1;
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  let inFlight: Promise<void> | undefined;
-  const markDirty = () => {
-    dirty = true;
-  };
 
-  const startWatches = async () => {
+  const startWatches = async (changed: () => void) => {
     if (podGroups && revisions) return;
     if (performance.now() - lastProbe < probeEveryMs) return;
     lastProbe = performance.now();
@@ -381,7 +312,7 @@ export function startPodGroupReconciler(opts: PodGroupReconcilerOptions): { stop
         name: "podgroups",
         path: `/apis/${PODGROUP_GROUP}/${PODGROUP_VERSION}/${PODGROUP_PLURAL}`,
         list: () => custom.listCustomObjectForAllNamespaces({ group: PODGROUP_GROUP, version: PODGROUP_VERSION, resourcePlural: PODGROUP_PLURAL }) as any,
-        onEvent: markDirty,
+        onEvent: changed,
       });
       replicaSets = watchResource<any>({
         kc,
@@ -389,7 +320,7 @@ export function startPodGroupReconciler(opts: PodGroupReconcilerOptions): { stop
         name: "replicasets",
         path: "/apis/apps/v1/replicasets",
         list: () => apps.listReplicaSetForAllNamespaces() as any,
-        onEvent: markDirty,
+        onEvent: changed,
       });
     }
     if (!revisions && (await served(custom, KNATIVE_GROUP, KNATIVE_VERSION, "revisions"))) {
@@ -399,50 +330,32 @@ export function startPodGroupReconciler(opts: PodGroupReconcilerOptions): { stop
         name: "knative revisions",
         path: `/apis/${KNATIVE_GROUP}/${KNATIVE_VERSION}/revisions`,
         list: () => custom.listCustomObjectForAllNamespaces({ group: KNATIVE_GROUP, version: KNATIVE_VERSION, resourcePlural: "revisions" }) as any,
-        onEvent: markDirty,
+        onEvent: changed,
       });
     }
   };
 
-  const reconcile = async () => {
-    if (!opts.isLeader() || !ready()) return;
-    if (!coschedulingInUse(store) && !podGroups) return;
-    await startWatches();
-    if (!podGroups?.synced() || !replicaSets?.synced() || (revisions && !revisions.synced())) return;
-    const due = dirty || store.generation !== generation || performance.now() - lastRun >= resyncEveryMs;
-    if (!due) return;
-    dirty = false;
-    generation = store.generation;
-    lastRun = performance.now();
-    const rsList = replicaSets.list();
-    const revList = revisions?.list() ?? [];
-    const resolveNamespace: NamespaceResolver = (ns) => store.resolve(ns);
-    const plan = planPodGroups({
-      desired: desiredPodGroups(rsList, revList, resolveNamespace),
-      observed: podGroups.list() as PodGroup[],
-      ownerUids: new Set([...rsList, ...revList].map((o) => o?.metadata?.uid).filter((uid): uid is string => typeof uid === "string")),
-      resolveNamespace,
-    });
-    await applyPodGroupPlan(plan, api, logger);
-  };
-
-  const tick = () => {
-    if (stopped) return;
-    inFlight = reconcile()
-      .catch((err) => logger.log("warn", "podgroup reconcile failed", { error: String(err?.message ?? err) }))
-      .finally(() => {
-        inFlight = undefined;
-        if (!stopped) timer = setTimeout(tick, TICK_MS);
-      });
-  };
-  tick();
-
-  return {
-    async stop() {
-      stopped = true;
-      if (timer) clearTimeout(timer);
-      await inFlight;
-      await Promise.all([replicaSets?.stop(), podGroups?.stop(), revisions?.stop()]);
+  return startReconcileLoop({
+    ...opts,
+    name: "podgroup",
+    async prepare(changed) {
+      if (!coschedulingInUse(store) && !podGroups) return undefined;
+      await startWatches(changed);
+      if (!podGroups?.synced() || !replicaSets?.synced() || (revisions && !revisions.synced())) return undefined;
+      return { podGroups, replicaSets, revisions };
     },
-  };
+    async reconcile({ podGroups, replicaSets, revisions }) {
+      const rsList = replicaSets.list();
+      const revList = revisions?.list() ?? [];
+      const resolveNamespace: NamespaceResolver = (ns) => store.resolve(ns);
+      const plan = planPodGroups({
+        desired: desiredPodGroups(rsList, revList, resolveNamespace),
+        observed: podGroups.list() as PodGroup[],
+        ownerUids: new Set([...rsList, ...revList].map((o) => o?.metadata?.uid).filter((uid): uid is string => typeof uid === "string")),
+        resolveNamespace,
+      });
+      await applyPodGroupPlan(plan, api, logger);
+    },
+    close: () => Promise.all([replicaSets?.stop(), podGroups?.stop(), revisions?.stop()]),
+  });
 }

@@ -411,9 +411,14 @@ export interface QuotaCheck {
   freeMilli: number;
 }
 
-/** Usage figures are GPUs in steps of 0.001; back to integers before any arithmetic. */
-export function toMilli(gpus: number): number {
-  return Math.round(gpus * MILLI_PER_GPU);
+/**
+ * GPUs in steps of 0.001 (usage figures, or the decimal strings this code writes into Project.status)
+ * back to integer milli-GPUs before any arithmetic. Missing, empty or unreadable counts as 0.
+ */
+export function toMilli(gpus: string | number | undefined): number {
+  if (gpus === undefined || gpus === "") return 0;
+  const n = typeof gpus === "number" ? gpus : Number(gpus);
+  return Number.isFinite(n) ? Math.round(n * MILLI_PER_GPU) : 0;
 }
 
 /** Does the need fit? Anything that asks for nothing more fits, even in a project over its quota. */

@@ -3,7 +3,8 @@
 // gets 409 Conflict, re-reads, and decides again on the fresh status.
 import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { GROUP, VERSION, type Project } from "../policy/types.ts";
-import { activeReservations, checkFit, formatGpus, reservedExtraMilli, toMilli, withReservation, type ChargeLookup, type FitResult } from "./reservations.ts";
+import { formatGpus, quotaMilliOf } from "./accounting.ts";
+import { activeReservations, checkFit, reservedExtraMilli, withReservation, type ChargeLookup, type FitResult } from "./reservations.ts";
 
 export interface ProjectStatusApi {
   /** An uncached read. */
@@ -115,7 +116,8 @@ export class QuotaLedger {
         fresh = true;
       }
       const at = now();
-      const quotaMilli = project.spec?.gpuQuota === undefined ? Number.POSITIVE_INFINITY : toMilli(project.spec.gpuQuota);
+      // Read exactly as the quota plugin reads it, so the two never disagree on what the quota is.
+      const quotaMilli = quotaMilliOf(project) ?? Number.POSITIVE_INFINITY;
       let reservations = activeReservations(project.status?.reservations as any, at);
       const allocatedMilli = lookup.allocatedMilli(projectName);
       const outcomes: ReserveOutcome[] = [];

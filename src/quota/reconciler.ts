@@ -4,7 +4,8 @@
 import type { Project, ProjectStatus } from "../policy/types.ts";
 import type { Logger } from "../observability/log.ts";
 import type { ProjectStatusApi, LedgerLookup } from "./ledger.ts";
-import { activeReservations, formatGpus, reservedExtraMilli, settledReservations, toMilli, type Reservation } from "./reservations.ts";
+import { formatGpus, quotaMilliOf } from "./accounting.ts";
+import { activeReservations, reservedExtraMilli, settledReservations, type Reservation } from "./reservations.ts";
 
 export interface ReconcilerOptions {
   api: ProjectStatusApi;
@@ -32,7 +33,7 @@ export function desiredStatus(
   const reservations = activeReservations(project.status?.reservations as Reservation[] | undefined, now).filter((r) => !drop.has(`${r.key}@${r.replaces}`));
   const allocated = lookup.allocatedMilli(name);
   const reserved = reservations.reduce((sum, r) => sum + reservedExtraMilli(r, lookup), 0);
-  const quota = project.spec?.gpuQuota;
+  const quotaMilli = quotaMilliOf(project);
   const status: ProjectStatus & { availableGpus?: string } = {
     ...project.status,
     allocatedGpus: formatGpus(allocated),
@@ -40,8 +41,8 @@ export function desiredStatus(
     workloads,
     reservations,
   };
-  const within = quota === undefined || allocated + reserved <= toMilli(quota);
-  if (quota !== undefined) status.availableGpus = formatGpus(Math.max(0, toMilli(quota) - allocated - reserved));
+  const within = quotaMilli === undefined || allocated + reserved <= quotaMilli;
+  if (quotaMilli !== undefined) status.availableGpus = formatGpus(Math.max(0, quotaMilli - allocated - reserved));
   else delete status.availableGpus;
   const previous = (project.status?.conditions as any[] | undefined)?.find((c) => c?.type === "WithinQuota");
   const condStatus = within ? "True" : "False";
@@ -50,7 +51,7 @@ export function desiredStatus(
       type: "WithinQuota",
       status: condStatus,
       reason: within ? "UsageWithinQuota" : "UsageOverQuota",
-      message: quota === undefined ? "no GPU quota set" : `${formatGpus(allocated + reserved)} of ${quota} GPUs in use or reserved`,
+      message: quotaMilli === undefined ? "no GPU quota set" : `${formatGpus(allocated + reserved)} of ${formatGpus(quotaMilli)} GPUs in use or reserved`,
       lastTransitionTime: previous?.status === condStatus ? previous.lastTransitionTime : now.toISOString(),
     },
   ];

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { checkFit, formatGpus, settledReservations, toMilli, withReservation, type ChargeLookup, type Reservation } from "./reservations.ts";
+import { formatGpus, toMilli } from "./accounting.ts";
+import { checkFit, settledReservations, withReservation, type ChargeLookup, type Reservation } from "./reservations.ts";
 
 const lookupOf = (charges: Record<string, { milli: number; resourceVersion: string }>): ChargeLookup => ({ charge: (k) => charges[k] });
 const now = new Date("2026-11-23T12:00:00Z");

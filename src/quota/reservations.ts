@@ -1,9 +1,7 @@
 // Quota reservations kept in Project.status, the one record every webhook replica agrees on.
 // Pure: given a status and the local view of charges, decide whether a reservation fits and what
 // the next status is. The compare-and-swap that makes it race-free lives in ledger.ts.
-
-/** GPUs are counted in thousandths so fractions add up exactly. */
-export const MILLI = 1000;
+import { toMilli } from "./accounting.ts";
 
 export interface Reservation {
   /** The charged object: `Deployment/ns/name`, `Service.serving.knative.dev/ns/name`, `Pod/ns/name`. */
@@ -19,20 +17,6 @@ export interface Reservation {
 export interface ChargeLookup {
   /** The charge this replica's cache holds for an object, in milli-GPU, and the resourceVersion it saw. */
   charge(key: string): { milli: number; resourceVersion: string } | undefined;
-}
-
-export function toMilli(gpus: string | number | undefined): number {
-  if (gpus === undefined || gpus === "") return 0;
-  const n = typeof gpus === "number" ? gpus : Number(gpus);
-  return Number.isFinite(n) ? Math.round(n * MILLI) : 0;
-}
-
-export function formatGpus(milli: number): string {
-  const whole = Math.trunc(milli / MILLI);
-  const frac = Math.abs(milli % MILLI);
-  if (frac === 0) return String(whole);
-  const sign = milli < 0 && whole === 0 ? "-" : "";
-  return `${sign}${whole}.${String(frac).padStart(3, "0").replace(/0+$/, "")}`;
 }
 
 export function activeReservations(list: readonly Reservation[] | undefined, now: Date): Reservation[] {
