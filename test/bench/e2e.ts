@@ -16,7 +16,7 @@
 // scheduler work competing for the two cores. Between runs the namespace is emptied and the
 // controllers are left to settle, so every run starts from the same quiet cluster.
 //
-// Flags: --count 500 --concurrency 10 --warmup 50 --rounds 3 --timeout 20 (minutes, whole run)
+// Flags: --count 500 --concurrency 10 --warmup 50 --rounds 3 --timeout 45 (minutes, whole run)
 // --json FILE (every figure) --keep (leave the state directory for inspection).
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -42,7 +42,7 @@ const { values, positionals } = parseArgs({
     concurrency: { type: "string", default: "10" },
     warmup: { type: "string", default: "50" },
     rounds: { type: "string", default: "3" },
-    timeout: { type: "string", default: "20" },
+    timeout: { type: "string", default: "45" },
     json: { type: "string" },
     keep: { type: "boolean", default: false },
   },
@@ -490,8 +490,14 @@ async function disable(config: Config, cluster: Cluster, client: ApiClient, { we
 
 async function run(config: Config, round: number, cluster: Cluster, client: ApiClient, hooks: Hooks): Promise<RunResult> {
   const ns = NAMESPACE[config];
-  const { webhook } = hooks;
+  const phases: string[] = [];
+  let phaseStart = performance.now();
+  const phase = (name: string) => {
+    phases.push(`${name} ${((performance.now() - phaseStart) / 1000).toFixed(1)}s`);
+    phaseStart = performance.now();
+  };
   await enable(config, cluster, client, hooks);
+  phase("enable");
   const template = await dryRunTemplate(client, ns);
   const mutates = config === "infergate" || config === "map";
   if (mutated(template) !== mutates) throw new Error(`${config}: a dry run ${mutated(template) ? "was" : "was not"} mutated`);
@@ -500,16 +506,19 @@ async function run(config: Config, round: number, cluster: Cluster, client: ApiC
   if (WARMUP > 0) {
     await createMany(client, ns, `warm-${round}-${tag}`, WARMUP);
     await settle(client, ns, WARMUP);
+    phase("warm-up");
   }
   const cpuBefore = cpuSnapshot(cluster, hooks);
-  const before = await scrapeAll(client, webhook);
+  const before = await scrapeAll(client, hooks.webhook);
   const start = performance.now();
   const latenciesMs = await createMany(client, ns, `d-${round}-${tag}`, COUNT);
   const wallMs = performance.now() - start;
+  phase("creates");
   const cpuAfter = cpuSnapshot(cluster, hooks);
-  const after = await scrapeAll(client, webhook);
+  const after = await scrapeAll(client, hooks.webhook);
   await settle(client, ns, WARMUP + COUNT);
   const cpuSettled = cpuSnapshot(cluster, hooks);
+  phase("settle");
   const perCreate = (until: Record<CpuProcess, number>) =>
     Object.fromEntries(CPU_PROCESSES.map((p) => [p, (until[p] - cpuBefore[p]) / COUNT])) as Record<CpuProcess, number>;
   if (config === "noop") {
@@ -518,7 +527,10 @@ async function run(config: Config, round: number, cluster: Cluster, client: ApiC
     if (answered < 2 * (WARMUP + COUNT)) throw new Error(`the no-op webhook answered ${answered} reviews for ${WARMUP + COUNT} creates`);
   }
   await disable(config, cluster, client, hooks);
+  phase("disable");
   await emptyNamespace(client, ns);
+  phase("cleanup");
+  say(`  ${config}: ${phases.join(", ")}`);
   return { config, round, latenciesMs, wallMs, breakdown: breakdown(before, after), cpuPerCreateMs: perCreate(cpuAfter), cpuPerCreateSettledMs: perCreate(cpuSettled) };
 }
 

@@ -185,6 +185,27 @@ describe("GPU Deployments applied with kubectl, per scheduler profile", () => {
     expect(template.spec.containers[0].resources.limits ?? {}).toEqual({});
   });
 
+  it("kai: a bare GPU Pod gets the fields at CREATE, and the API server resolves the priority of the class infergate set", async () => {
+    const name = uniqueName("bare");
+    const pod = {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name, namespace: kai.namespace },
+      spec: { containers: [{ name: "main", image: "registry.example.com/tool:1", resources: { limits: { [GPU]: 1 } } }] },
+    };
+    const res = await kubectlOk(cluster, ["apply", "-f", "-"], JSON.stringify(pod));
+    expect(infergateWarnings(res.stderr)).toContain("Warning: infergate: set priorityClassName=inference (policy default)");
+    const stored = await getJson(cluster, ["pod", name, "-n", kai.namespace]);
+    expect(stored.metadata.labels).toMatchObject({ "infergate.dev/project": kai.name, "kai.scheduler/queue": "research" });
+    expect(stored.spec.schedulerName).toBe("kai-scheduler");
+    expect(stored.spec.priorityClassName).toBe("inference");
+    // Next to the API server's own not-ready/unreachable tolerations.
+    expect(stored.spec.tolerations).toContainEqual(GPU_TOLERATION);
+    expect(stored.spec.affinity.nodeAffinity[REQUIRED].nodeSelectorTerms[0].matchExpressions[0].values).toEqual(POOLS);
+    // The Priority admission plugin ran before the webhook (no class yet) and again after it.
+    expect(stored.spec.priority).toBe(125);
+  });
+
   it("volcano: a gpu-fraction becomes vgpu-number and vgpu-memory limits, the queue an annotation", async () => {
     const name = uniqueName("qwen");
     const res = await kubectlOk(cluster, ["apply", "-f", "-"], JSON.stringify(gpuDeployment(name, volcano.namespace, { annotations: { "gpu-fraction": "0.5" } })));
