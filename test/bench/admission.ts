@@ -540,14 +540,15 @@ async function orchestrate(): Promise<void> {
     out.push("");
     out.push(`Saturation: one keep-alive HTTPS load generator, ${concurrency} requests in flight`);
     out.push("");
-    out.push("| case | reviews/s (min–max) | vs (a) | p50 ms | p90 ms | p99 ms | errors | server CPU | load-gen CPU | others |");
-    out.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    out.push("| case | reviews/s (min–max) | vs (a) | p50 ms | p90 ms | p99 ms | errors | server CPU | server CPU µs per review | load-gen CPU | others |");
+    out.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     saturated.forEach((c, i) => {
       const t = c.rounds.map((r) => r.load.throughput);
       out.push(
         `| ${c.name} | ${med(c, (r) => r.load.throughput).toFixed(0)} (${Math.min(...t).toFixed(0)}–${Math.max(...t).toFixed(0)}) | ${pct(ratio(i))} | ` +
           `${ms(med(c, (r) => r.load.latency.p50))} | ${ms(med(c, (r) => r.load.latency.p90))} | ${ms(med(c, (r) => r.load.latency.p99))} | ` +
-          `${c.rounds.reduce((n, r) => n + r.load.errors, 0)} | ${pct(med(c, (r) => r.serverCpu))} | ${pct(med(c, (r) => r.load.cpu))} | ${others(c)} |`,
+          `${c.rounds.reduce((n, r) => n + r.load.errors, 0)} | ${pct(med(c, (r) => r.serverCpu))} | ${med(c, (r) => (r.serverCpu * 1e6) / r.load.throughput).toFixed(0)} | ` +
+          `${pct(med(c, (r) => r.load.cpu))} | ${others(c)} |`,
       );
     });
     out.push("");
