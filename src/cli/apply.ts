@@ -101,6 +101,12 @@ export async function runApply(argv: string[], out = process.stdout, err = proce
       err.write(`infergate apply: ${describe(object)}: needs apiVersion, kind and metadata.name\n`);
       return 2;
     }
+    const nonStrings = nonStringMetadata(object);
+    if (nonStrings.length) {
+      // The API server refuses these before any webhook sees them (e.g. an unquoted `min-scale: 1`).
+      err.write(`infergate apply: ${describe(object)}: ${nonStrings.join("; ")}\n`);
+      return 2;
+    }
     const old = existing.find((o) => sameObject(o, object));
     const request: AdmissionRequest = {
       uid: randomUUID(),
@@ -141,6 +147,27 @@ async function review(phase: "mutate" | "validate", request: AdmissionRequest, d
   const answer = await handleAdmission(phase, { apiVersion: "admission.k8s.io/v1", kind: "AdmissionReview", request }, deps);
   if (answer.status !== 200) throw new Error(`internal: ${phase} answered HTTP ${answer.status}: ${JSON.stringify(answer.body)}`);
   return answer.body as AdmissionReview;
+}
+
+/** Labels and annotations must be strings, on the object and on its pod template. */
+function nonStringMetadata(object: any): string[] {
+  const problems: string[] = [];
+  const check = (meta: any, path: string) => {
+    for (const field of ["labels", "annotations"] as const) {
+      const map = meta?.[field];
+      if (map === undefined || map === null) continue;
+      if (typeof map !== "object" || Array.isArray(map)) {
+        problems.push(`${path}.${field}: must be a map of strings`);
+        continue;
+      }
+      for (const [key, value] of Object.entries(map)) {
+        if (typeof value !== "string") problems.push(`${path}.${field}[${key}]: Invalid value: ${JSON.stringify(value)}: must be a string (quote it in YAML)`);
+      }
+    }
+  };
+  check(object?.metadata, "metadata");
+  check(object?.spec?.template?.metadata, "spec.template.metadata");
+  return problems;
 }
 
 function describe(o: any): string {
