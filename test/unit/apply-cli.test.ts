@@ -26,7 +26,7 @@ spec: {defaults: {priorityClassName: inference}}
 
 function capture() {
   let text = "";
-  return { stream: { write: (s: string) => ((text += s), true) } as unknown as NodeJS.WriteStream, text: () => text };
+  return { stream: { write: (s: string) => ((text += s), true) } as any, text: () => text };
 }
 
 async function apply(resource: string) {
