@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from "node:util";
 // Keeps Project.status current (allocated, reserved, available, workloads, conditions) and settles
 // reservations. Runs on the leader only; every write is a compare-and-swap, so a stale leader's
 // write fails instead of overwriting a newer reservation.
@@ -59,8 +60,9 @@ export function desiredStatus(
 }
 
 function sameStatus(a: ProjectStatus | undefined, b: ProjectStatus): boolean {
-  const strip = (s: any) => JSON.stringify({ ...s, conditions: (s?.conditions ?? []).map((c: any) => ({ ...c, lastTransitionTime: undefined })) });
-  return strip(a ?? {}) === strip(b);
+  // Key order differs between the API server's copy and a freshly built status: compare by value.
+  const strip = (s: any) => JSON.parse(JSON.stringify({ ...s, conditions: (s?.conditions ?? []).map((c: any) => ({ ...c, lastTransitionTime: undefined })) }));
+  return isDeepStrictEqual(strip(a ?? {}), strip(b));
 }
 
 export function startReconciler(opts: ReconcilerOptions): { trigger(): void; stop(): void; runOnce(): Promise<void> } {
