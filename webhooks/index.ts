@@ -1,7 +1,10 @@
-// The plugin set, in the order it runs. The scheduler and GPU share come first because later plugins
-// read what they decide (the queue, whether a pod is a GPU pod); policy rules and quota validate last,
-// on the object as every mutation left it.
+// The plugin set, in the order it runs. The shape check comes first: the others only ever see a
+// well-formed workload. The scheduler and GPU share come next because later plugins read what they
+// decide (the queue, whether a pod is a GPU pod); policy rules and quota validate last, on the object as
+// every mutation left it.
 import type { Plugin } from "../src/admission/plugin.ts";
+import { wellFormed } from "../src/workload/shape.ts";
+import { shape } from "./shape.ts";
 import { scheduler } from "./scheduler.ts";
 import { gpuShare } from "./gpu-share.ts";
 import { priority } from "./priority.ts";
@@ -13,4 +16,12 @@ import { podGroup } from "./pod-group.ts";
 import { policyRules } from "./policy-rules.ts";
 import { quota } from "./quota.ts";
 
-export const plugins: readonly Plugin[] = [scheduler, gpuShare, priority, tolerations, nodePools, labels, knative, podGroup, policyRules, quota];
+/** A plugin that skips malformed workloads: `shape` reports them, and a mutation would only hide the mistake. */
+function onWellFormed(plugin: Plugin): Plugin {
+  return { ...plugin, appliesTo: (ctx) => wellFormed(ctx.workload) && plugin.appliesTo(ctx) };
+}
+
+export const plugins: readonly Plugin[] = [
+  shape,
+  ...[scheduler, gpuShare, priority, tolerations, nodePools, labels, knative, podGroup, policyRules, quota].map(onWellFormed),
+];

@@ -56,9 +56,9 @@ export function parseGoDuration(text: string): number | undefined {
   return s.startsWith("-") ? -seconds : seconds;
 }
 
-/** A whole number the way Knative parses scale bounds; undefined when it is not one. */
-export function parseScale(text: string | undefined): number | undefined {
-  if (text === undefined || !/^[-+]?\d+$/.test(text.trim())) return undefined;
+/** A whole number the way Knative parses scale bounds; undefined when it is not one (or not a string). */
+export function parseScale(text: unknown): number | undefined {
+  if (typeof text !== "string" || !/^[-+]?\d+$/.test(text.trim())) return undefined;
   return Number(text.trim());
 }
 

@@ -39,7 +39,7 @@ export function tolerates(have: Toleration, want: Toleration): boolean {
 }
 
 export function isSystemToleration(t: Toleration): boolean {
-  return !!t.key && t.key.startsWith(SYSTEM_TAINT_PREFIX);
+  return typeof t.key === "string" && t.key.startsWith(SYSTEM_TAINT_PREFIX);
 }
 
 /** kubectl's way of printing a toleration: `nvidia.com/gpu:NoSchedule op=Exists`, `dedicated=ml:NoSchedule`. */

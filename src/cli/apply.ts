@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import fastJsonPatch from "fast-json-patch";
 import { stringify } from "yaml";
 import { handleAdmission, type AdmissionDeps } from "../admission/handler.ts";
-import type { AdmissionRequest, AdmissionReview } from "../admission/types.ts";
+import type { AdmissionRequest, AdmissionResponse, AdmissionReview } from "../admission/types.ts";
 import { PolicyStore } from "../policy/store.ts";
 import { plugins } from "../../webhooks/index.ts";
 import { createAdmissionMetrics } from "../observability/metrics.ts";
@@ -83,58 +83,26 @@ export async function runApply(argv: string[], out = process.stdout, err = proce
   clusterInput?.fill(store);
   policyInput.fill(store);
   const existing = clusterInput?.all ?? [];
-  const quota = offlineQuotaView(existing, store);
-  const deps: AdmissionDeps = {
-    plugins,
-    policies: store,
-    cluster: () => ({ knativeFeatures: store.knativeFeatures, quota }),
-    metrics: createAdmissionMetrics({ defaults: false }),
-    logger: createLogger("error", (line) => err.write(line)),
-    reviewOwnKinds: (request) => reviewPolicyRequest(request, store),
-  };
+  const deps = offlineDeps(store, existing, (line) => err.write(line));
 
   let denied = false;
   const admitted: unknown[] = [];
   for (const object of resources) {
-    const target = resourceFor(object);
-    if (!target) {
+    if (!resourceFor(object)) {
       err.write(`infergate apply: ${describe(object)}: needs apiVersion, kind and metadata.name\n`);
       return 2;
     }
-    const nonStrings = nonStringMetadata(object);
-    if (nonStrings.length) {
+    const problems = metadataProblems(object);
+    if (problems.length) {
       // The API server refuses these before any webhook sees them (e.g. an unquoted `min-scale: 1`).
-      err.write(`infergate apply: ${describe(object)}: ${nonStrings.join("; ")}\n`);
+      err.write(`infergate apply: ${describe(object)}: ${problems.join("; ")}\n`);
       return 2;
     }
-    const old = existing.find((o) => sameObject(o, object));
-    const request: AdmissionRequest = {
-      uid: randomUUID(),
-      kind: target.kind,
-      resource: target.resource,
-      requestKind: target.kind,
-      requestResource: target.resource,
-      name: object.metadata?.name ?? "",
-      namespace: target.namespaced ? (object.metadata?.namespace ?? "default") : undefined,
-      operation: old ? "UPDATE" : "CREATE",
-      userInfo: { username: "infergate-apply" },
-      object,
-      oldObject: old ?? null,
-      dryRun: true,
-    };
-    if (target.namespaced && !object.metadata?.namespace) object.metadata = { ...object.metadata, namespace: "default" };
-    const mutated = await review("mutate", request, deps);
-    let result = object;
-    if (mutated.response?.patch) {
-      const patch = JSON.parse(Buffer.from(mutated.response.patch, "base64").toString("utf8"));
-      result = fastJsonPatch.applyPatch(structuredClone(object), patch, false, false).newDocument;
-    }
-    const validated = await review("validate", { ...request, object: result }, deps);
-    const warnings = [...(mutated.response?.warnings ?? []), ...(validated.response?.warnings ?? [])];
-    for (const w of warnings) err.write(`Warning: ${w}\n`);
-    if (!validated.response?.allowed) {
+    const { mutated, validated, result } = await admitOffline(object, existing, deps);
+    for (const w of [...(mutated.warnings ?? []), ...(validated.warnings ?? [])]) err.write(`Warning: ${w}\n`);
+    if (!validated.allowed) {
       denied = true;
-      err.write(`Error from server (${validated.response?.status?.reason ?? "Forbidden"}): admission webhook "infergate" denied the request: ${validated.response?.status?.message}\n`);
+      err.write(`Error from server (${validated.status?.reason ?? "Forbidden"}): admission webhook "infergate" denied the request: ${validated.status?.message}\n`);
       continue;
     }
     admitted.push(result);
@@ -143,15 +111,80 @@ export async function runApply(argv: string[], out = process.stdout, err = proce
   return denied ? 1 : 0;
 }
 
-async function review(phase: "mutate" | "validate", request: AdmissionRequest, deps: AdmissionDeps): Promise<AdmissionReview> {
-  const answer = await handleAdmission(phase, { apiVersion: "admission.k8s.io/v1", kind: "AdmissionReview", request }, deps);
-  if (answer.status !== 200) throw new Error(`internal: ${phase} answered HTTP ${answer.status}: ${JSON.stringify(answer.body)}`);
-  return answer.body as AdmissionReview;
+/** The webhook's handler dependencies over a store filled from files; `existing` is the --cluster stream. */
+export function offlineDeps(store: PolicyStore, existing: readonly any[], writeLog: (line: string) => void): AdmissionDeps {
+  const quota = offlineQuotaView(existing, store);
+  return {
+    plugins,
+    policies: store,
+    cluster: () => ({ knativeFeatures: store.knativeFeatures, quota }),
+    metrics: createAdmissionMetrics({ defaults: false }),
+    logger: createLogger("error", writeLog),
+    reviewOwnKinds: (request) => reviewPolicyRequest(request, store),
+  };
 }
 
-/** Labels and annotations must be strings, on the object and on its pod template. */
-function nonStringMetadata(object: any): string[] {
+export interface OfflineAdmission {
+  request: AdmissionRequest;
+  mutated: AdmissionResponse;
+  validated: AdmissionResponse;
+  /** The object with the mutation's patch applied: what the API server would store, and `apply` prints. */
+  result: any;
+}
+
+/**
+ * One object through both webhooks, as the API server would send it: the mutating review, its patch
+ * applied, then the validating review of the result. An object that matches one in `existing` is an
+ * UPDATE of it. `object` needs apiVersion, kind and metadata.name (see resourceFor).
+ */
+export async function admitOffline(object: any, existing: readonly any[], deps: AdmissionDeps): Promise<OfflineAdmission> {
+  const target = resourceFor(object);
+  if (!target) throw new UsageError(`infergate apply: ${describe(object)}: needs apiVersion, kind and metadata.name`);
+  const old = existing.find((o) => sameObject(o, object));
+  if (target.namespaced && !object.metadata?.namespace) object = { ...object, metadata: { ...object.metadata, namespace: "default" } };
+  const request: AdmissionRequest = {
+    uid: randomUUID(),
+    kind: target.kind,
+    resource: target.resource,
+    requestKind: target.kind,
+    requestResource: target.resource,
+    name: object.metadata.name,
+    namespace: target.namespaced ? object.metadata.namespace : undefined,
+    operation: old ? "UPDATE" : "CREATE",
+    userInfo: { username: "infergate-apply" },
+    object,
+    oldObject: old ?? null,
+    dryRun: true,
+  };
+  const mutated = await review("mutate", request, deps);
+  let result = object;
+  if (mutated.patch) {
+    const patch = JSON.parse(Buffer.from(mutated.patch, "base64").toString("utf8"));
+    result = fastJsonPatch.applyPatch(structuredClone(object), patch, false, false).newDocument;
+  }
+  const validated = await review("validate", { ...request, object: result }, deps);
+  return { request, mutated, validated, result };
+}
+
+async function review(phase: "mutate" | "validate", request: AdmissionRequest, deps: AdmissionDeps): Promise<AdmissionResponse> {
+  const answer = await handleAdmission(phase, { apiVersion: "admission.k8s.io/v1", kind: "AdmissionReview", request }, deps);
+  const response = (answer.body as AdmissionReview).response;
+  if (answer.status !== 200 || !response) throw new Error(`internal: ${phase} answered HTTP ${answer.status}: ${JSON.stringify(answer.body)}`);
+  return response;
+}
+
+/**
+ * What the API server refuses while decoding, before any webhook: a name or namespace that is not a
+ * string, labels and annotations that are not maps of strings (on the object and its pod template).
+ */
+function metadataProblems(object: any): string[] {
   const problems: string[] = [];
+  for (const field of ["name", "namespace"] as const) {
+    const value = object?.metadata?.[field];
+    if (value !== undefined && value !== null && typeof value !== "string") {
+      problems.push(`metadata.${field}: Invalid value: ${JSON.stringify(value)}: must be a string`);
+    }
+  }
   const check = (meta: any, path: string) => {
     for (const field of ["labels", "annotations"] as const) {
       const map = meta?.[field];
@@ -171,5 +204,6 @@ function nonStringMetadata(object: any): string[] {
 }
 
 function describe(o: any): string {
-  return `${o?.kind ?? "object without kind"} ${o?.metadata?.name ?? "(no name)"}`;
+  const name = o?.metadata?.name;
+  return `${o?.kind ?? "object without kind"} ${typeof name === "string" ? name : "(no name)"}`;
 }

@@ -45,7 +45,9 @@ function parseLocated(text: string, source: string): { located: Located[]; error
   const located: Located[] = [];
   const errors: string[] = [];
   const lineCounter = new LineCounter();
-  const parsed = parseAllDocuments(text, { lineCounter, prettyErrors: true });
+  // `merge`: kubectl resolves `<<: *anchor` merge keys (a YAML 1.1 feature its parser keeps); YAML 1.2
+  // alone would read `<<` as a literal key.
+  const parsed = parseAllDocuments(text, { lineCounter, prettyErrors: true, merge: true });
   const documents = Array.isArray(parsed) ? parsed : [];
   documents.forEach((doc, i) => {
     const start = doc.contents?.range?.[0] ?? doc.range[0];
@@ -56,7 +58,9 @@ function parseLocated(text: string, source: string): { located: Located[]; error
     }
     let value: unknown;
     try {
-      value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+      // kubectl sends JSON, where an alias (`*gpu`) is a copy of its anchor; as shared objects, an edit of
+      // one would silently change the other. Non-finite numbers (.inf, .nan) become null, as in JSON.
+      value = JSON.parse(JSON.stringify(doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT })) ?? "null");
     } catch (e) {
       errors.push(`${where}: ${e instanceof Error ? e.message : String(e)}`);
       return;

@@ -100,6 +100,21 @@ function containerGpus(c: any): number {
 }
 
 /**
+ * GPUs the pod holds, by Kubernetes' rule for a pod's effective request: native sidecars (init containers
+ * with restartPolicy Always) run next to the containers and add to them; each other init container runs
+ * alone, next to the sidecars started before it, so only the largest of those counts.
+ */
+function effectiveGpus(initContainers: readonly any[], containersGpus: number): number {
+  let sidecars = 0;
+  let initPeak = 0;
+  for (const c of initContainers) {
+    if (c?.restartPolicy === "Always") sidecars += containerGpus(c);
+    else initPeak = Math.max(initPeak, sidecars + containerGpus(c));
+  }
+  return Math.max(initPeak, containersGpus + sidecars);
+}
+
+/**
  * The GPU request of a workload's pod template (or a pod), or undefined for scale.
  * Share annotations are read as one set: from the workload's own metadata when it carries any, else from
  * the template. The workload's set wins because the template may hold an older copy of it (the KAI
@@ -112,10 +127,11 @@ export function readGpuRequest(w: Workload): GpuRequest | undefined {
   const fromTemplate = fromWorkload ? undefined : shareAnnotations(template.metadata);
   const share = fromWorkload ?? fromTemplate;
   const containers: any[] = Array.isArray(template.spec?.containers) ? template.spec.containers : [];
+  const initContainers: any[] = Array.isArray(template.spec?.initContainers) ? template.spec.initContainers : [];
   // Only the share's own container can hold HAMi's rendering; a `gpumem` elsewhere is HAMi used directly.
   const target = share ? shareTargetIndex(containers, share.containerName === undefined ? undefined : String(share.containerName)) : -1;
-  const wholeGpus = containers.reduce((sum, c, i) => sum + (i === target && carriesHamiShare(c) ? 0 : containerGpus(c)), 0);
-  const request: GpuRequest = { wholeGpus };
+  const running = containers.reduce((sum, c, i) => sum + (i === target && carriesHamiShare(c) ? 0 : containerGpus(c)), 0);
+  const request: GpuRequest = { wholeGpus: effectiveGpus(initContainers, running) };
   if (share) {
     if (share.fraction !== undefined) request.fraction = String(share.fraction);
     if (share.memoryMiB !== undefined) request.memoryMiB = String(share.memoryMiB);
@@ -203,6 +219,9 @@ export function gpusPerPod(r: GpuRequest | undefined, memoryPerDevice: number = 
   return roundGpus(r.wholeGpus + shared);
 }
 
+const isRecord = (v: unknown): v is Record<string, any> => typeof v === "object" && v !== null && !Array.isArray(v);
+const isRecordOrAbsent = (v: unknown) => v === undefined || v === null || isRecord(v);
+
 function sameQuantity(current: unknown, wanted: string): boolean {
   if (current === undefined || current === null) return false;
   if (String(current) === wanted) return true;
@@ -215,6 +234,8 @@ function sameQuantity(current: unknown, wanted: string): boolean {
  * extended resources need requests equal to limits). `previous` is the limit it replaced, if any.
  */
 export function setContainerLimit(container: any, resource: string, value: string): { changed: boolean; previous?: unknown } {
+  // Nothing is written into a container, resources or limits of the wrong type (see shape.ts).
+  if (!isRecord(container) || !isRecordOrAbsent(container.resources) || !isRecordOrAbsent(container.resources?.limits)) return { changed: false };
   container.resources ??= {};
   const res = container.resources;
   const previous = res.limits?.[resource];

@@ -20,6 +20,19 @@ const PLURALS: Record<string, { resource: string; namespaced: boolean }> = {
   "infergate.dev/Project": { resource: "projects", namespaced: false },
   "infergate.dev/InferencePolicy": { resource: "inferencepolicies", namespaced: false },
   "batch/Job": { resource: "jobs", namespaced: true },
+  // Cluster-scoped kinds that GPU serving manifests ship alongside their workloads (the NVIDIA runtime
+  // class, priority classes, storage classes, CRDs, RBAC): they get no namespace.
+  "/Node": { resource: "nodes", namespaced: false },
+  "/PersistentVolume": { resource: "persistentvolumes", namespaced: false },
+  "scheduling.k8s.io/PriorityClass": { resource: "priorityclasses", namespaced: false },
+  "node.k8s.io/RuntimeClass": { resource: "runtimeclasses", namespaced: false },
+  "storage.k8s.io/StorageClass": { resource: "storageclasses", namespaced: false },
+  "rbac.authorization.k8s.io/ClusterRole": { resource: "clusterroles", namespaced: false },
+  "rbac.authorization.k8s.io/ClusterRoleBinding": { resource: "clusterrolebindings", namespaced: false },
+  "apiextensions.k8s.io/CustomResourceDefinition": { resource: "customresourcedefinitions", namespaced: false },
+  "admissionregistration.k8s.io/MutatingWebhookConfiguration": { resource: "mutatingwebhookconfigurations", namespaced: false },
+  "admissionregistration.k8s.io/ValidatingWebhookConfiguration": { resource: "validatingwebhookconfigurations", namespaced: false },
+  "apiregistration.k8s.io/APIService": { resource: "apiservices", namespaced: false },
 };
 
 export function resourceFor(object: any): Target | undefined {

@@ -47,8 +47,12 @@ export interface Workload {
 
 const KNATIVE_GROUP = "serving.knative.dev";
 
+/** The controller among the owners, else the first; undefined when there is none (or no list of them). */
 function controllerOf(meta: ObjectMeta | undefined) {
-  return meta?.ownerReferences?.find((o) => o.controller) ?? meta?.ownerReferences?.[0];
+  const owners: unknown = meta?.ownerReferences;
+  if (!Array.isArray(owners)) return undefined;
+  const refs = owners.filter((o): o is NonNullable<ObjectMeta["ownerReferences"]>[number] => typeof o === "object" && o !== null);
+  return refs.find((o) => o.controller === true) ?? refs[0];
 }
 
 /**
@@ -70,7 +74,7 @@ export function toWorkload(request: AdmissionRequest, object: any): Workload | u
     }
     if (sub !== "") return undefined;
     const owner = controllerOf(object.metadata);
-    const role: WorkloadRole = owner?.kind === "Revision" && owner.apiVersion?.startsWith(`${KNATIVE_GROUP}/`) ? "knative-deployment" : "deployment";
+    const role: WorkloadRole = owner?.kind === "Revision" && String(owner.apiVersion).startsWith(`${KNATIVE_GROUP}/`) ? "knative-deployment" : "deployment";
     return { ...base, kind: "Deployment", role, templatePath: "spec.template", replicas: num(object.spec?.replicas) ?? 1 };
   }
   if (group === KNATIVE_GROUP && resource === "services" && sub === "") {
