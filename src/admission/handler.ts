@@ -63,8 +63,11 @@ export async function handleAdmission(phase: Phase, body: unknown, deps: Admissi
   const seconds = (performance.now() - start) / 1000;
   deps.metrics.duration.observe({ webhook: phase, plugin: "all", verdict }, seconds);
   if (!response.allowed) deps.metrics.denials.inc({ webhook: phase, reason: String(response.status?.reason ?? "Forbidden") });
-  if (deps.logger.enabled("info") && !result?.skipped) {
-    deps.logger.log("info", "admission", {
+  // What infergate changed or refused is logged at info; a plain "allowed" (most validations) only at
+  // debug: the API server's audit log already records every request.
+  const level = verdict === "allowed" && !response.warnings?.length ? "debug" : "info";
+  if (deps.logger.enabled(level) && !result?.skipped) {
+    deps.logger.log(level, "admission", {
       webhook: phase,
       uid: request.uid,
       kind: request.kind.kind,

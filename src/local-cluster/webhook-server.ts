@@ -14,6 +14,8 @@ export interface WebhookServerOptions {
   kubeconfig: string;
   port?: number;
   timeoutMs?: number;
+  /** Extra options for the Node runtime itself, e.g. `--cpu-prof` for a profiling run. */
+  nodeArgs?: readonly string[];
 }
 
 export interface WebhookServer {
@@ -60,6 +62,7 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
       name: WEBHOOK_PROCESS_NAME,
       command: nodeBinary(options.repoRoot),
       args: [
+        ...(options.nodeArgs ?? []),
         entry, "serve",
         "--address", LOOPBACK,
         "--port", String(port),

@@ -3,7 +3,7 @@
 //
 // One file, three roles (the first argument):
 //   (none)   the orchestrator: starts the others, prints the table, cleans up
-//   serve    the server under test: the real express app (createApp) plus a no-op route, over HTTPS
+//   serve    the server under test: serve's request listener plus a no-op route, over HTTPS
 //   micro    the microbenchmark: runPipeline and handleAdmission in a loop, timed per call
 // The server and the microbenchmark are pinned to core 0, the load generator (test/bench/load.ts) to
 // core 1, so neither steals the other's CPU.
@@ -19,13 +19,13 @@ import { availableParallelism, cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import express, { type Request, type Response } from "express";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import fastJsonPatch from "fast-json-patch";
 import type { AdmissionDeps } from "../../src/admission/handler.ts";
 import { handleAdmission } from "../../src/admission/handler.ts";
 import { copyJson, runPipeline } from "../../src/admission/pipeline.ts";
 import { parseReview } from "../../src/admission/review.ts";
-import { createApp, MAX_BODY_BYTES } from "../../src/admission/server.ts";
+import { createRequestListener, serveJsonPost } from "../../src/admission/server.ts";
 import type { AdmissionRequest } from "../../src/admission/types.ts";
 import { createAdmissionMetrics } from "../../src/observability/metrics.ts";
 import { createLogger, isLevel, type Level } from "../../src/observability/log.ts";
@@ -93,19 +93,18 @@ async function serve(): Promise<void> {
   const cert = readFileSync(process.env.BENCH_CERT ?? "", "utf8");
   const key = readFileSync(process.env.BENCH_KEY ?? "", "utf8");
   const { deps } = benchDeps(logLevel as Level);
-  // The very app `infergate serve` runs, with one more route: the floor. It goes through the same https
-  // server, express router and express.json (same limit) and answers in the same shape, but builds no
-  // request, runs no pipeline, records no metrics and writes no log line.
-  const app = createApp(deps, () => true, () => false);
-  app.post("/noop", express.json({ limit: MAX_BODY_BYTES, type: () => true }), (req: Request, res: Response) => {
-    res.json({ apiVersion: "admission.k8s.io/v1", kind: "AdmissionReview", response: { uid: String(req.body?.request?.uid ?? ""), allowed: true } });
-  });
-  // createApp ends with its 404 and error handlers, so the new route moves up to sit right after the
-  // admission routes: a /noop request passes the same router layers as a /validate one, and no more.
-  const stack: any[] = (app as any).router.stack;
-  const route = stack.pop();
-  stack.splice(stack.findIndex((layer) => !["/mutate", "/validate"].includes(layer.route?.path)), 0, route);
-  const server = https.createServer({ cert, key, minVersion: "TLSv1.2" }, app);
+  // The very request listener `infergate serve` runs, with one more route: the floor. It reads and
+  // parses the body the same way and answers in the same shape, but builds no request, runs no
+  // pipeline, records no metrics and writes no log line.
+  const listener = createRequestListener(deps, () => true, () => false);
+  const floor = (req: IncomingMessage, res: ServerResponse) => {
+    if (req.method === "POST" && req.url === "/noop") {
+      serveJsonPost(req, res, {
+        answer: (body: any) => ({ status: 200, body: { apiVersion: "admission.k8s.io/v1", kind: "AdmissionReview", response: { uid: String(body?.request?.uid ?? ""), allowed: true } } }),
+      });
+    } else listener(req, res);
+  };
+  const server = https.createServer({ cert, key, minVersion: "TLSv1.2" }, floor);
   server.keepAliveTimeout = 30_000;
   server.headersTimeout = 35_000;
   server.requestTimeout = 30_000;
@@ -202,7 +201,7 @@ async function micro(): Promise<void> {
     "handleAdmission mutate": { prepare: freshBody, run: (body) => handleAdmission("mutate", body, deps), isAsync: true },
     "handleAdmission validate": { prepare: freshBody, run: (body) => handleAdmission("validate", body, deps), isAsync: true },
     // Parts of the above, to see what dominates.
-    "· JSON.parse of the body (express.json)": { prepare: () => compact, run: (text: string) => JSON.parse(text) },
+    "· JSON.parse of the body": { prepare: () => compact, run: (text: string) => JSON.parse(text) },
     "· parseReview (shape and depth checks)": { prepare: freshBody, run: parseReview },
     "· copyJson of the object (mutate)": { prepare: freshRequest, run: (request) => copyJson(request.object) },
     "· fast-json-patch compare (mutate)": {
