@@ -1,3 +1,4 @@
+import { WARNED_VIOLATION_MAX } from "../src/admission/pipeline.ts";
 import { describe, expect, it } from "vitest";
 import type { PolicyStore } from "../src/policy/store.ts";
 import type { InferencePolicySpec } from "../src/policy/types.ts";
@@ -73,6 +74,17 @@ describe("policyRules: replicas", () => {
     const result = admit(store({ enforcement: "warn", rules: { replicas: { max: 16 } } }), vllmDeployment(20));
     expect(result.response.allowed).toBe(true);
     expect(result.response.warnings).toEqual(["policy (warn): spec.replicas: Invalid value: 20: must be at most 16"]);
+  });
+
+  it("keeps a violation under enforcement: warn within the API server's warning limit: a long value is left out", () => {
+    const image = `registry.example.com/${"very-long-team-name/".repeat(12)}vllm-openai:v0.11.0`;
+    const object = vllmDeployment(2);
+    object.spec.template.spec.containers[0].image = image;
+    const result = admit(store({ enforcement: "warn", rules: { imageRegistries: ["nvcr.io"] } }), object);
+    expect(result.response.allowed).toBe(true);
+    const warning = result.response.warnings?.find((w) => w.includes("spec.template.spec.containers[0].image"));
+    expect(warning!.length).toBeLessThanOrEqual(WARNED_VIOLATION_MAX);
+    expect(warning).toBe('policy (warn): spec.template.spec.containers[0].image: image must start with one of: "nvcr.io"');
   });
 
   it("checks deployments/scale: a scale-up past the maximum is denied", () => {

@@ -125,11 +125,26 @@ export function copyJson(value: unknown): any {
   return copy;
 }
 
+/**
+ * The API server may cut admission warnings longer than this (admission.k8s.io/v1 AdmissionResponse).
+ * An injected default says what it did in WARNING_MAX; a violation let through under `enforcement: warn`
+ * keeps what is allowed, which is what the user needs, and may use up to this.
+ */
+export const WARNED_VIOLATION_MAX = 256;
+
+/** The value is dropped first (the user wrote it), then the text is cut. */
+function warnedViolation(v: Violation): string {
+  const full = `policy (warn): ${formatViolation(v)}`;
+  if (full.length <= WARNED_VIOLATION_MAX) return full;
+  const short = `policy (warn): ${v.field}: ${v.allowed}`;
+  return short.length <= WARNED_VIOLATION_MAX ? short : `${short.slice(0, WARNED_VIOLATION_MAX - 1)}…`;
+}
+
 /** Under `enforcement: warn`, policy violations become warnings; quota and invalid input always deny. */
 function decide(uid: string, workload: Workload, policy: EffectivePolicy, violations: Violation[], warnings: string[]) {
   const blocking = violations.filter((v) => policy.enforcement === "enforce" || (v.reason ?? "PolicyViolation") !== "PolicyViolation");
   const warned = violations.filter((v) => !blocking.includes(v));
-  const allWarnings = [...warnings, ...warned.map((v) => `policy (warn): ${formatViolation(v)}`)];
+  const allWarnings = [...warnings, ...warned.map(warnedViolation)];
   if (blocking.length === 0) return { response: allow(uid, allWarnings), violations, warnings: allWarnings };
   return { response: deny(uid, workload, blocking, allWarnings), violations, warnings: allWarnings };
 }

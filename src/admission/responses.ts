@@ -36,10 +36,14 @@ export function denyObject(uid: string, target: { kind: string; name: string }, 
     causes: violations.map((v) => ({ reason: v.reason ?? "PolicyViolation", message: v.allowed, field: v.field })),
   };
   for (const v of violations) if (v.details) Object.assign(details, v.details);
+  // Only wrongly typed fields: the API server's own answer to such an object, 422 Invalid.
+  const invalidOnly = reasons.length === 1 && reasons[0] === "Invalid";
   const response: AdmissionResponse = {
     uid,
     allowed: false,
-    status: { code: 403, reason: reasons.includes("QuotaExceeded") ? "QuotaExceeded" : "Forbidden", message, details },
+    status: invalidOnly
+      ? { code: 422, reason: "Invalid", message, details }
+      : { code: 403, reason: reasons.includes("QuotaExceeded") ? "QuotaExceeded" : "Forbidden", message, details },
   };
   if (warnings.length > 0) response.warnings = warnings;
   return response;

@@ -167,6 +167,8 @@ describe("a wrongly typed field is a Kubernetes-style violation, and mutation le
     const { mutated, validated, shown } = both(setAt(fixture(kind, name), [...path], value));
     expect(shown).toEqual([{ field, value, allowed, reason: "Invalid" }]);
     expect(validated.response.allowed).toBe(false);
+    // What the API server answers for a wrongly typed field itself.
+    expect(validated.response.status).toMatchObject({ code: 422, reason: "Invalid" });
     expect(validated.response.status?.message).toContain(`${field}: Invalid value: ${JSON.stringify(value)}: ${allowed}`);
     expect(mutated.response.patch).toBeUndefined();
     const warning = `infergate: policy not applied: ${field} ${allowed}`;

@@ -14,7 +14,7 @@ import { admitOffline, offlineDeps, runApply, type OfflineAdmission } from "../.
 import type { AdmissionRequest } from "../../src/admission/types.ts";
 import { readGpuRequest } from "../../src/workload/gpu.ts";
 import { toWorkload } from "../../src/workload/workload.ts";
-import { WARNING_MAX } from "../../src/admission/pipeline.ts";
+import { WARNED_VIOLATION_MAX, WARNING_MAX } from "../../src/admission/pipeline.ts";
 import { loadObjects, loadPolicyInput } from "../../src/policy/sources.ts";
 import { parseManifests } from "../../src/policy/files.ts";
 import { PolicyStore } from "../../src/policy/store.ts";
@@ -204,9 +204,8 @@ describe("real-world manifests through `infergate apply`'s path, under every fix
         expect(first.internalErrors).toEqual([]);
         expect(first.mutated.allowed).toBe(true);
         for (const w of mutateWarnings) expect(w.length, w).toBeLessThanOrEqual(WARNING_MAX);
-        // Policy (warn) lines come from the pipeline's decision and carry the whole violation; the API server
-        // truncates warnings past 256 characters (see the report on pipeline.ts).
-        for (const w of validateWarnings) expect(w.length, w).toBeLessThanOrEqual(w.startsWith("policy (warn): ") ? 256 : WARNING_MAX);
+        // Policy (warn) lines keep what is allowed, within the API server's limit.
+        for (const w of validateWarnings) expect(w.length, w).toBeLessThanOrEqual(w.startsWith("policy (warn): ") ? WARNED_VIOLATION_MAX : WARNING_MAX);
 
         if (!first.validated.allowed) {
           const causes: any[] = (first.validated.status?.details as any)?.causes ?? [];
