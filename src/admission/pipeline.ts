@@ -1,12 +1,12 @@
 // Runs the plugin set over one admission request and turns the outcome into a response.
 // Pure: everything it reads comes in as arguments; everything it produces is data.
-import fastJsonPatch from "fast-json-patch";
 import type { AdmissionRequest, AdmissionResponse, Violation } from "./types.ts";
 import type { ClusterView, Context, Phase, Plugin } from "./plugin.ts";
 import type { EffectivePolicy, Project } from "../policy/types.ts";
 import { canSetPodField, podTemplate, templateFieldPath, toWorkload, type Workload } from "../workload/workload.ts";
 import { isInferenceWorkload } from "../workload/gpu.ts";
 import { allow, deny, formatViolation } from "./responses.ts";
+import { diffJson } from "./json-diff.ts";
 
 export interface PolicyResolver {
   /** The project owning `namespace` and its effective policy, or undefined: not an inference namespace. */
@@ -35,8 +35,6 @@ export interface PipelineResult {
 }
 
 export const WARNING_MAX = 120;
-
-const { compare } = fastJsonPatch;
 
 export function runPipeline(input: PipelineInput): PipelineResult {
   const { request, phase } = input;
@@ -85,7 +83,7 @@ export function runPipeline(input: PipelineInput): PipelineResult {
 
   const project = resolved.project.metadata.name;
   if (phase === "mutate") {
-    const patch = compare(original, object);
+    const patch = diffJson(original, object);
     return {
       response: allow(request.uid, warnings, patch.length ? patch : undefined),
       object,

@@ -23,6 +23,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import fastJsonPatch from "fast-json-patch";
 import type { AdmissionDeps } from "../../src/admission/handler.ts";
 import { handleAdmission } from "../../src/admission/handler.ts";
+import { diffJson } from "../../src/admission/json-diff.ts";
 import { copyJson, runPipeline } from "../../src/admission/pipeline.ts";
 import { parseReview } from "../../src/admission/review.ts";
 import { createRequestListener, serveJsonPost } from "../../src/admission/server.ts";
@@ -204,7 +205,14 @@ async function micro(): Promise<void> {
     "· JSON.parse of the body": { prepare: () => compact, run: (text: string) => JSON.parse(text) },
     "· parseReview (shape and depth checks)": { prepare: freshBody, run: parseReview },
     "· copyJson of the object (mutate)": { prepare: freshRequest, run: (request) => copyJson(request.object) },
-    "· fast-json-patch compare (mutate)": {
+    "· diffJson, the patch (mutate)": {
+      prepare: () => {
+        const request = freshRequest();
+        return [request.object, decide("mutate")(request).object];
+      },
+      run: ([before, after]) => diffJson(before, after),
+    },
+    "· fast-json-patch compare, for comparison": {
       prepare: () => {
         const request = freshRequest();
         return [request.object, decide("mutate")(request).object];
