@@ -7,6 +7,7 @@ import type { Logger } from "../observability/log.ts";
 import { applyManagedPlan, errorCode, type ManagedKind, type ManagedObjectApi } from "../kube/managed-objects.ts";
 import { startReconcileLoop, type ClusterReconcilerOptions } from "../kube/reconcile-loop.ts";
 import { watchResource, type WatchedResource } from "../kube/watch.ts";
+import type { DeploymentSource } from "./deployment-digest.ts";
 import { describeProblems, isManaged, mergedHpa, planHpas, upToDate, type HorizontalPodAutoscaler, type HpaPlan, type NamespaceResolver } from "./hpa.ts";
 
 /** The few calls the reconciler makes; an interface so the write path is testable without a cluster. */
@@ -57,6 +58,8 @@ export function applyHpaPlan(plan: HpaPlan, api: HpaApi, logger: Logger): Promis
 export interface HpaReconcilerOptions extends ClusterReconcilerOptions {
   /** Overrides the API client (tests). */
   api?: HpaApi;
+  /** Deployments from a watch the process already runs (serve: the quota watch); else one of its own. */
+  deployments?: DeploymentSource;
 }
 
 export function startHpaReconciler(opts: HpaReconcilerOptions): { stop(): Promise<void> } {
@@ -65,7 +68,9 @@ export function startHpaReconciler(opts: HpaReconcilerOptions): { stop(): Promis
   const autoscaling = kc.makeApiClient(AutoscalingV2Api);
   const api = opts.api ?? kubeHpaApi(kc);
 
-  let deployments: WatchedResource<any> | undefined;
+  let deployments: Pick<DeploymentSource, "list" | "synced"> | undefined;
+  let ownDeployments: WatchedResource<any> | undefined;
+  let unsubscribe: (() => void) | undefined;
   let hpas: WatchedResource<any> | undefined;
   // Log a Deployment's unusable settings (or its foreign HPA) when that changes, not every round.
   const reported = new Map<string, string>();
@@ -85,7 +90,11 @@ export function startHpaReconciler(opts: HpaReconcilerOptions): { stop(): Promis
     ...opts,
     name: "hpa",
     prepare(changed) {
-      deployments ??= watchResource<any>({
+      if (!deployments && opts.deployments) {
+        unsubscribe = opts.deployments.subscribe(changed);
+        deployments = opts.deployments;
+      }
+      deployments ??= ownDeployments = watchResource<any>({
         kc,
         logger,
         name: "deployments (hpa)",
@@ -109,6 +118,9 @@ export function startHpaReconciler(opts: HpaReconcilerOptions): { stop(): Promis
       report(plan);
       await applyHpaPlan(plan, api, logger);
     },
-    close: () => Promise.all([deployments?.stop(), hpas?.stop()]),
+    close: () => {
+      unsubscribe?.();
+      return Promise.all([ownDeployments?.stop(), hpas?.stop()]);
+    },
   });
 }

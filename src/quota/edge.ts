@@ -82,7 +82,17 @@ export async function listInPages(fetchPage: (cont: string | undefined) => Promi
 }
 
 /** Deployments, Pods and Knative Services, all namespaces, into the running totals. */
-export function watchQuotaObjects(kc: KubeConfig, totals: QuotaTotals, logger: Logger, onChange: () => void): QuotaWatches {
+export function watchQuotaObjects(
+  kc: KubeConfig,
+  totals: QuotaTotals,
+  logger: Logger,
+  onChange: () => void,
+  /**
+   * Sees every Deployment event (and listed item) whole, before the cache reduces it: other readers of
+   * Deployments share this watch instead of opening their own.
+   */
+  onDeployment?: (event: "ADDED" | "MODIFIED" | "DELETED", deployment: any) => void,
+): QuotaWatches {
   const apps = kc.makeApiClient(AppsV1Api);
   const core = kc.makeApiClient(CoreV1Api);
   const custom = kc.makeApiClient(CustomObjectsApi);
@@ -92,13 +102,21 @@ export function watchQuotaObjects(kc: KubeConfig, totals: QuotaTotals, logger: L
     if (applied.has(obj)) applied.delete(obj);
     else {
       totals.apply(event, obj, kind);
+      if (kind === "Deployment") onDeployment?.(event, obj);
       // client-node's ListWatch caches the very object it hands to this callback.
       keepIdentityOnly(obj);
     }
     onChange();
   };
   const paged = (kind: ChargedKind, fetchPage: (cont: string | undefined) => Promise<ListPage>) => () =>
-    listInPages(fetchPage, (item) => totals.apply("ADDED", item, kind), applied) as Promise<any>;
+    listInPages(
+      fetchPage,
+      (item) => {
+        totals.apply("ADDED", item, kind);
+        if (kind === "Deployment") onDeployment?.("ADDED", item);
+      },
+      applied,
+    ) as Promise<any>;
   const watches: WatchedResource<any>[] = [
     watchResource<any>({
       kc,
