@@ -271,8 +271,14 @@ describe("gpu-share: hami", () => {
     expect(bad.violations.map((v) => v.field)).toEqual(["metadata.annotations[gpu-fraction]"]);
   });
 
-  it("leaves pods of a ReplicaSet alone: their template already carries the share", () => {
-    const owned = pod({ annotations: { "gpu-fraction": "0.5" } }, { ownerReferences: [{ apiVersion: "apps/v1", kind: "ReplicaSet", name: "llm-1", uid: "1", controller: true }] });
+  it("leaves pods of a Deployment infergate mutated alone: their template already carries the share", () => {
+    const owned = pod(
+      { annotations: { "gpu-fraction": "0.5" } },
+      {
+        labels: { "pod-template-hash": "5d9f7c6b8", "infergate.dev/project": "team-a" },
+        ownerReferences: [{ apiVersion: "apps/v1", kind: "ReplicaSet", name: "llm-5d9f7c6b8", uid: "1", controller: true }],
+      },
+    );
     const result = run(profile("hami"), admissionRequest(owned), "mutate");
     expect(result.response.patch).toBeUndefined();
     expect(result.warnings).toEqual([]);

@@ -2,11 +2,11 @@
 // owns), and the policy's default labels and annotations (defaults the workload may override, unless
 // locked). Template metadata is always writable, on a Knative Service too.
 import type { Context, Plugin } from "../src/admission/plugin.ts";
-import { carriesPolicy, peekTemplate } from "../src/workload/workload.ts";
+import { carriesPolicy, peekTemplate, PROJECT_LABEL } from "../src/workload/workload.ts";
 import { pinnedRevisionTemplate, restorableOnly } from "./knative.ts";
 import { projectQueue } from "./scheduler.ts";
 
-export const PROJECT_LABEL = "infergate.dev/project";
+export { PROJECT_LABEL };
 export const QUEUE_LABEL = "infergate.dev/queue";
 
 // Kubernetes label values: at most 63 characters, alphanumeric at both ends.
@@ -39,14 +39,16 @@ function apply(ctx: Context, map: MetadataMap, desired: Record<string, string>, 
   const current: unknown = peekTemplate(ctx.workload)?.metadata?.[map];
   // A malformed map is the API server's to reject; writing into it would hide the user's mistake.
   if (current !== undefined && current !== null && !isStringMap(current)) return [];
-  const selected = map === "labels" ? selectorKeys(ctx) : new Set<string>();
+  // A foreign pod's owner selects it by labels infergate cannot see: changing any label it has could
+  // orphan the pod, and its controller would make another.
+  const selected = map !== "labels" ? new Set<string>() : ctx.workload.role === "foreign-pod" ? "all" : selectorKeys(ctx);
   const written: Written[] = [];
   for (const [key, value] of Object.entries(wanted)) {
     if (typeof value !== "string") continue;
     const have = current?.[key];
     if (have === value) continue;
     // Changing a label the Deployment's (immutable) selector matches would orphan its pods.
-    if (have !== undefined && (!overwrite || selected.has(key))) continue;
+    if (have !== undefined && (!overwrite || selected === "all" || selected.has(key))) continue;
     const metadata = ctx.template()!.metadata;
     metadata[map] ??= {};
     metadata[map][key] = value;

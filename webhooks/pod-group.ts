@@ -8,6 +8,9 @@
 //   controller from creating the group and leave the pods waiting on a PodGroup nobody makes.
 // - kai: nothing. KAI's pod-grouper groups per pod or per Knative revision (§1.5); min-scale ≥ 1 for its
 //   Knative gangs is webhooks/knative.ts's job.
+// Pods of other controllers (a StatefulSet, a LeaderWorkerSet group, a Job) get no label: the reconciler
+// makes PodGroups for Deployment revisions and Knative Revisions only. A foreign pod of a Deployment's
+// ReplicaSet (one admitted while the mutating webhook was down) does get its revision's group.
 import type { Plugin } from "../src/admission/plugin.ts";
 import { POD_GROUP_LABEL, podGroupNameForPod } from "../src/podgroups/names.ts";
 
@@ -20,7 +23,7 @@ export const podGroup: Plugin = {
   appliesTo: (ctx) =>
     ctx.inference &&
     ctx.request.operation === "CREATE" &&
-    (ctx.workload.role === "replica-pod" || ctx.workload.role === "knative-pod") &&
+    (ctx.workload.role === "replica-pod" || ctx.workload.role === "foreign-pod" || ctx.workload.role === "knative-pod") &&
     ctx.policy.scheduler.profile === "coscheduling",
 
   mutate(ctx) {

@@ -18,9 +18,12 @@ import {
   parseScale,
 } from "./knative.ts";
 
-const ROLES: ReadonlySet<WorkloadRole> = new Set(["deployment", "knative-service", "bare-pod", "knative-pod", "scale"]);
-/** Roles whose template is the user's: images, labels and annotations are judged there, not on the pods. */
-const USER_TEMPLATES: ReadonlySet<WorkloadRole> = new Set(["deployment", "knative-service", "bare-pod"]);
+const ROLES: ReadonlySet<WorkloadRole> = new Set(["deployment", "knative-service", "bare-pod", "foreign-pod", "knative-pod", "scale"]);
+/**
+ * Roles whose template is the user's: images, labels and annotations are judged there, not on the pods.
+ * A foreign pod's template is its controller's, which infergate never sees: the pod is judged instead.
+ */
+const USER_TEMPLATES: ReadonlySet<WorkloadRole> = new Set(["deployment", "knative-service", "bare-pod", "foreign-pod"]);
 
 /** How far `value` lies outside `range` (0 inside it). */
 function distance(value: number, range: IntRange): number {

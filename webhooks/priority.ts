@@ -19,7 +19,13 @@ function setPriorityClass(w: Workload, spec: any, name: string): void {
 export const priority: Plugin = {
   name: "priority",
 
-  appliesTo: (ctx) => ctx.inference && peekTemplate(ctx.workload) !== undefined && ctx.workload.role !== "replica-pod" && ctx.workload.role !== "knative-deployment",
+  // A pod's priorityClassName cannot change once it exists, so pods are handled at CREATE only.
+  appliesTo: (ctx) =>
+    ctx.inference &&
+    peekTemplate(ctx.workload) !== undefined &&
+    ctx.workload.role !== "replica-pod" &&
+    ctx.workload.role !== "knative-deployment" &&
+    (ctx.workload.kind !== "Pod" || ctx.request.operation === "CREATE"),
 
   mutate(ctx) {
     const wanted = ctx.policy.defaults.priorityClassName;

@@ -239,8 +239,11 @@ describe("scheduler: pods", () => {
     expectUntouched(run(profile("kai"), admissionRequest(pod({}), { operation: "UPDATE" }), "mutate"));
   });
 
-  it("leaves pods of a ReplicaSet alone", () => {
-    const owned = pod({ ownerReferences: [{ apiVersion: "apps/v1", kind: "ReplicaSet", name: "llm-1", uid: "1", controller: true }] });
+  it("leaves pods of a Deployment infergate mutated alone", () => {
+    const owned = pod({
+      labels: { "pod-template-hash": "5d9f7c6b8", "infergate.dev/project": "team-a" },
+      ownerReferences: [{ apiVersion: "apps/v1", kind: "ReplicaSet", name: "llm-5d9f7c6b8", uid: "1", controller: true }],
+    });
     expectUntouched(run(profile("kai"), admissionRequest(owned), "mutate"));
   });
 });

@@ -38,9 +38,9 @@ function queueMap(meta: { labels?: Record<string, string>; annotations?: Record<
   return placement.on === "label" ? meta?.labels : meta?.annotations;
 }
 
-// Roles whose pod template is the user's to shape; a Knative revision's pod only receives the spec fields
-// the Knative Service could not carry.
-const TEMPLATE_ROLES: readonly WorkloadRole[] = ["deployment", "knative-service", "bare-pod"];
+// Roles whose pod template is the user's to shape (a foreign pod is its own, like a bare pod); a Knative
+// revision's pod only receives the spec fields the Knative Service could not carry.
+const TEMPLATE_ROLES: readonly WorkloadRole[] = ["deployment", "knative-service", "bare-pod", "foreign-pod"];
 
 function writesTemplate(ctx: Context): boolean {
   return TEMPLATE_ROLES.includes(ctx.workload.role);

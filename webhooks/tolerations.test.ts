@@ -149,10 +149,12 @@ describe("tolerations plugin", () => {
     expect(admit(s, knativePod()).response.patch).toBeUndefined();
   });
 
-  it("leaves ReplicaSet pods, Knative's revision Deployments and non-GPU Deployments alone", () => {
+  it("leaves pods of a Deployment infergate mutated, Knative's revision Deployments and non-GPU Deployments alone", () => {
     const s = store({ defaults: { tolerations: [GPU_TOLERATION] } });
     const replicaPod = knativePod();
     delete replicaPod.metadata.labels["serving.knative.dev/revision"];
+    replicaPod.metadata.labels["pod-template-hash"] = "5d8f9c7b6d";
+    replicaPod.metadata.labels["infergate.dev/project"] = "team-a";
     expect(admit(s, replicaPod).response.patch).toBeUndefined();
 
     const revisionDeployment = vllmDeployment();

@@ -134,8 +134,9 @@ export function webhookConfigurations(input: WebhookConfigInput): WebhookConfigu
       },
       {
         // GPU pods no Deployment or Knative revision covers (bare pods, other controllers' pods) are
-        // charged at their own CREATE (PRODUCT.md §5). Pods of Deployments and revisions are already
-        // paid for by their workload, so they are not sent at all.
+        // charged at their own CREATE (PRODUCT.md §5), and the policy rules judge them on the pod
+        // (docs/decisions/006). Pods of Deployments and revisions are already paid for, and judged, with
+        // their workload, so they are not sent at all.
         name: VALIDATING_PODS_WEBHOOK_NAME,
         clientConfig: clientConfig(VALIDATE_PATH),
         ...common,

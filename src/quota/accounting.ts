@@ -392,6 +392,7 @@ export function quotaDelta(input: QuotaDeltaInput): QuotaNeed {
     }
     case "bare-pod":
     case "replica-pod":
+    case "foreign-pod":
     case "knative-pod": {
       if (operation !== "CREATE") return none("pod resources cannot grow");
       const coverage = podCoverage(w.object);

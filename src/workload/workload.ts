@@ -3,6 +3,13 @@
 import type { AdmissionRequest } from "../admission/types.ts";
 import type { ObjectMeta } from "../policy/types.ts";
 import { knativeAllows, type KnativeFeatures, type PodSpecFeatureField } from "./knative-features.ts";
+import { KNATIVE_REVISION_LABEL, POD_TEMPLATE_HASH_LABEL } from "../podgroups/names.ts";
+
+/**
+ * The label infergate writes into every pod template it mutates (webhooks/labels.ts): on a pod, it says
+ * the pod's policy came with its template.
+ */
+export const PROJECT_LABEL = "infergate.dev/project";
 
 export type WorkloadKind = "Deployment" | "KnativeService" | "Pod" | "Scale";
 
@@ -11,7 +18,11 @@ export type WorkloadKind = "Deployment" | "KnativeService" | "Pod" | "Scale";
  * - `deployment`, `knative-service`: the user's workload; policy goes into its pod template.
  * - `knative-deployment`: the Deployment Knative made for a Revision: never mutated, charged as the revision.
  * - `knative-pod`: a pod of a Knative revision; receives the fields Knative refuses on the Service.
- * - `replica-pod`: a pod of a ReplicaSet or another controller; its template already carries the policy.
+ * - `replica-pod`: a pod of a Deployment's ReplicaSet that carries the project label: infergate mutated
+ *   the Deployment's template, so the pod already carries the policy.
+ * - `foreign-pod`: a pod of a controller infergate does not mutate (StatefulSet, LeaderWorkerSet, Job,
+ *   KubeAI Model, Ray, a bare ReplicaSet), or of a Deployment admitted while the mutating webhook was
+ *   down: the policy goes onto the pod at CREATE, as for a bare pod (docs/decisions/006).
  * - `bare-pod`: a pod nobody controls; treated like a one-replica workload.
  * - `scale`: the `deployments/scale` subresource.
  */
@@ -21,6 +32,7 @@ export type WorkloadRole =
   | "knative-deployment"
   | "knative-pod"
   | "replica-pod"
+  | "foreign-pod"
   | "bare-pod"
   | "scale";
 
@@ -81,12 +93,22 @@ export function toWorkload(request: AdmissionRequest, object: any): Workload | u
     return { ...base, kind: "KnativeService", role: "knative-service", templatePath: "spec.template" };
   }
   if (group === "" && resource === "pods" && sub === "") {
-    const labels = object.metadata?.labels ?? {};
-    const owner = controllerOf(object.metadata);
-    const role: WorkloadRole = labels["serving.knative.dev/revision"] ? "knative-pod" : owner ? "replica-pod" : "bare-pod";
-    return { ...base, kind: "Pod", role, templatePath: "", replicas: 1 };
+    return { ...base, kind: "Pod", role: podRole(object.metadata), templatePath: "", replicas: 1 };
   }
   return undefined;
+}
+
+function podRole(meta: ObjectMeta | undefined): WorkloadRole {
+  const labels = meta?.labels ?? {};
+  if (labels[KNATIVE_REVISION_LABEL]) return "knative-pod";
+  const owner = controllerOf(meta);
+  if (!owner) return "bare-pod";
+  // The two labels a Deployment's template hands down: the controller's revision hash, and the project
+  // label infergate writes into the templates it mutates. Checking the owner too keeps a pod infergate
+  // mutated itself (a StatefulSet's, say, which then carries the project label) a foreign pod, so that
+  // validation, which sees the mutated pod, still judges it.
+  const ofDeployment = owner.kind === "ReplicaSet" && String(owner.apiVersion ?? "").startsWith("apps/") && !!labels[POD_TEMPLATE_HASH_LABEL];
+  return ofDeployment && labels[PROJECT_LABEL] ? "replica-pod" : "foreign-pod";
 }
 
 function num(v: unknown): number | undefined {
@@ -127,6 +149,7 @@ export function canSetPodField(w: Workload, field: PodField, features: KnativeFe
   switch (w.role) {
     case "deployment":
     case "bare-pod":
+    case "foreign-pod":
       return true;
     case "knative-service":
       return knativeAllows(features, field);
@@ -137,7 +160,10 @@ export function canSetPodField(w: Workload, field: PodField, features: KnativeFe
   }
 }
 
-/** Is this a workload whose template carries policy (labels, annotations, GPU share)? */
+/**
+ * Is this a workload whose pod template is the user's and receives the whole policy (labels,
+ * annotations, GPU share, scheduling)? A foreign pod is its own template, like a bare pod.
+ */
 export function carriesPolicy(w: Workload): boolean {
-  return w.role === "deployment" || w.role === "knative-service" || w.role === "bare-pod";
+  return w.role === "deployment" || w.role === "knative-service" || w.role === "bare-pod" || w.role === "foreign-pod";
 }

@@ -219,7 +219,7 @@ describe("the readers that threw, on their own", () => {
     pod.metadata.ownerReferences = "Model/llama-3-8b";
     expect(toWorkload(podRequest(pod), pod)?.role).toBe("bare-pod");
     pod.metadata.ownerReferences = [null, 3, { kind: "Model", name: "llama-3-8b", controller: true }];
-    expect(toWorkload(podRequest(pod), pod)?.role).toBe("replica-pod");
+    expect(toWorkload(podRequest(pod), pod)?.role).toBe("foreign-pod");
     const deployment = fixture("Deployment", "tgi-mistral");
     deployment.metadata.ownerReferences = [{ kind: "Revision", apiVersion: 1, controller: true }];
     expect(toWorkload(request(deployment, deployment, false), deployment)?.role).toBe("deployment");

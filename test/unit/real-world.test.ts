@@ -282,6 +282,34 @@ describe("bugs the real-world shapes showed", () => {
   });
 });
 
+describe("pods of controllers infergate does not mutate (docs/decisions/006)", () => {
+  it("get the policy on the pod itself, and the rules judge the pod's own fields", async () => {
+    // 17-pods-of-other-controllers.yaml and 12-pods.yaml's kubeai pod: no infergate.dev/project label.
+    const store = storeFor("kai-enforce.yaml");
+    const pods = manifests.filter((m) => m.file === "17-pods-of-other-controllers.yaml" || m.object.metadata?.name === "model-llama-3-8b-5d9c7");
+    expect(pods).toHaveLength(6);
+    for (const { object } of pods) {
+      const { result, validated } = await admit(store, object);
+      const name = object.metadata.name;
+      expect(result.metadata.labels, name).toMatchObject({ "infergate.dev/project": "ml-serving", "kai.scheduler/queue": "ml-serving", "cost-center": "ml-platform" });
+      expect(result.spec.priorityClassName, name).toBe("inference");
+      expect(result.spec.schedulerName, name).toBe("kai-scheduler");
+      expect(result.spec.tolerations, name).toContainEqual({ key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" });
+      expect(result.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms, name).toEqual([
+        { matchExpressions: [{ key: "infergate.dev/node-pool", operator: "In", values: ["h100", "a100"] }] },
+      ]);
+      const multiNode = object.metadata.labels["leaderworkerset.sigs.k8s.io/name"] !== undefined;
+      // 8 GPUs per pod against rules.gpusPerPod max 2; the rest keep to the rules.
+      expect(validated.allowed, name).toBe(!multiNode);
+      if (multiNode) {
+        expect((validated.status?.details as any)?.causes).toEqual([
+          { reason: "PolicyViolation", field: "spec.containers[0].resources.limits[nvidia.com/gpu]", message: "at most 2 GPUs per pod (policy rules.gpusPerPod)" },
+        ]);
+      }
+    }
+  });
+});
+
 describe("objects shipped next to the workloads", () => {
   it("leaves cluster-scoped ones (RuntimeClass, PriorityClass) without a namespace, and everything else untouched", async () => {
     // 16-vllm-all-in-one.yaml: `apply` printed `namespace: default` into the RuntimeClass and PriorityClass.
