@@ -1,6 +1,7 @@
 // `infergate adapter`: the custom-metrics adapter (custom.metrics.k8s.io behind an APIService).
 import { readFileSync } from "node:fs";
-import { CoreV1Api, KubeConfig, type V1ConfigMap, type V1Pod } from "@kubernetes/client-node";
+import { CoreV1Api, type KubeConfig, type V1ConfigMap, type V1Pod } from "@kubernetes/client-node";
+import { SharedConnectionsKubeConfig } from "../kube/kubeconfig.ts";
 import { createAdapterMetrics } from "../adapter/adapter-metrics.ts";
 import { startAdapterServer } from "../adapter/api.ts";
 import {
@@ -172,7 +173,7 @@ export async function runAdapter(argv: string[], hooks: AdapterHooks = {}): Prom
     console.error(`infergate adapter: ${(error as Error).message}\nCreate certificates with: infergate certs --out certs --host localhost --host 127.0.0.1`);
     return 2;
   }
-  const kc = new KubeConfig();
+  const kc = new SharedConnectionsKubeConfig();
   try {
     if (settings.kubeconfig) kc.loadFromFile(settings.kubeconfig);
     else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();

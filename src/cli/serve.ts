@@ -1,5 +1,4 @@
 // `infergate serve`: the admission webhook server.
-import { KubeConfig } from "@kubernetes/client-node";
 import { startServer } from "../admission/server.ts";
 import type { AdmissionDeps } from "../admission/handler.ts";
 import { PolicyStore } from "../policy/store.ts";
@@ -17,6 +16,7 @@ import { QuotaLedger, kubeProjectStatusApi } from "../quota/ledger.ts";
 import { ledgerLookup, refreshReserved, reserveAfterAdmission, watchQuotaObjects } from "../quota/edge.ts";
 import { startReconciler } from "../quota/reconciler.ts";
 import { electLeader } from "../kube/leader.ts";
+import { SharedConnectionsKubeConfig } from "../kube/kubeconfig.ts";
 import { startPodGroupReconciler } from "../podgroups/reconciler.ts";
 import { startHpaReconciler } from "../autoscaling/reconciler.ts";
 import { chargeKey } from "../quota/view.ts";
@@ -25,6 +25,20 @@ import type { AdmissionRequest } from "../admission/types.ts";
 import { openTlsSecret, TLS_SECRET_FLAGS, TLS_SECRET_HELP } from "./serve-tls-secret.ts";
 import type { SecretCertificates } from "../tls/secret-manager.ts";
 import type { PipelineResult } from "../admission/pipeline.ts";
+import { MUTATION_TIMEOUT_SECONDS, VALIDATION_TIMEOUT_SECONDS } from "../install/webhook-config.ts";
+
+/**
+ * After the drain, how long requests still in flight may take: the longest webhook timeout infergate
+ * installs. Past it the API server has given up on them, so closing their connections loses nothing.
+ */
+const IN_FLIGHT_GRACE_MS = Math.max(MUTATION_TIMEOUT_SECONDS, VALIDATION_TIMEOUT_SECONDS) * 1000;
+/** What each shutdown step that talks to the API server may take (Lease release, a write in flight). */
+const STEP_TIMEOUT_MS = 1_000;
+/**
+ * After the drain, with no quota reservation in flight for this long, every admission has been answered:
+ * the rest of an admission is synchronous once its body is in, and a body takes milliseconds to arrive.
+ */
+const ANSWERED_SETTLE_MS = 250;
 
 const HELP = `usage: infergate serve [flags]
 
@@ -116,8 +130,14 @@ export async function runServe(argv: string[]): Promise<number> {
     else if (previous) totals.setReservations(previous.metadata.name ?? "", []);
   });
   let synced: () => boolean = () => true;
-  let stopWatches: () => Promise<void> = async () => undefined;
+  // Shutdown, in two parts: `handOver` runs at once, beside the drain (leader-only work stops and the
+  // Lease is released, so the next replica takes over within its renew interval rather than after this
+  // one's drain); `disconnect` runs once nothing is in flight any more.
+  let handOver: (drainMs: number) => Promise<void> = async () => undefined;
+  let disconnect: () => Promise<void> = async () => undefined;
   let afterValidate: ((request: AdmissionRequest, result: PipelineResult) => Promise<any>) | undefined;
+  // The only part of an admission that waits (on the API server): a quota reservation.
+  let reservationsInFlight = 0;
   if (flags.policy?.length) {
     if (flags.kubeconfig) {
       console.error("infergate serve: --policy (static mode) and --kubeconfig (cluster mode) exclude each other; give one");
@@ -131,7 +151,7 @@ export async function runServe(argv: string[]): Promise<number> {
     loaded.fill(store);
     logger.log("info", "static policy mode", { projects: store.listProjects().length, policies: store.listPolicies().length });
   } else {
-    const kc = new KubeConfig();
+    const kc = new SharedConnectionsKubeConfig();
     try {
       if (flags.kubeconfig) kc.loadFromFile(flags.kubeconfig);
       else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
@@ -165,14 +185,25 @@ export async function runServe(argv: string[]): Promise<number> {
     const podGroups = startPodGroupReconciler({ kc, store, logger, isLeader: leader.isLeader, ready: watches.synced });
     const hpas = startHpaReconciler({ kc, store, logger, isLeader: leader.isLeader, ready: watches.synced });
     const ledger = new QuotaLedger({ api: statusApi, lookup, cachedProject: (name) => store.getProject(name) });
-    afterValidate = (request) => reserveAfterAdmission(request, store, totals, ledger);
+    afterValidate = async (request) => {
+      reservationsInFlight++;
+      try {
+        return await reserveAfterAdmission(request, store, totals, ledger);
+      } finally {
+        reservationsInFlight--;
+      }
+    };
     synced = () => watches.synced() && quotaWatches.synced();
-    stopWatches = async () => {
-      reconciler.stop();
-      await podGroups.stop();
-      await hpas.stop();
-      await leader.stop();
+    handOver = async (drainMs) => {
+      await Promise.all([reconciler.stop({ timeoutMs: STEP_TIMEOUT_MS }), podGroups.stop(), hpas.stop()]);
+      // The release may use the whole drain: this replica still answers admissions meanwhile, and
+      // those need no Lease (the ledger's reservations are compare-and-swap writes from any replica).
+      await leader.stop({ timeoutMs: drainMs + STEP_TIMEOUT_MS });
+    };
+    disconnect = async () => {
       await Promise.all([watches.stop(), quotaWatches.stop()]);
+      // Aborts whatever still runs on the shared connections: a list, a write abandoned above.
+      await kc.close();
     };
   }
 
@@ -212,18 +243,68 @@ export async function runServe(argv: string[]): Promise<number> {
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
+    const started = performance.now();
     // SIGTERM is how Kubernetes stops a pod; SIGINT is a person at a terminal, who should not wait.
     const drainMs = signal === "SIGTERM" ? drainSeconds * 1000 : 0;
     logger.log("info", "shutting down: draining requests in flight", { signal, drainMs });
+    // Every step below is bounded; this is the backstop should one of them still hang.
+    const budgetMs = drainMs + IN_FLIGHT_GRACE_MS + 2 * STEP_TIMEOUT_MS;
+    setTimeout(() => {
+      logger.log("warn", "shutdown did not finish in time; exiting anyway", { budgetMs });
+      process.exit(0);
+    }, budgetMs);
     stopCertWatch();
-    await server.close(drainMs);
-    await certificates?.stop();
-    await stopWatches();
+    const handedOver = handOver(drainMs).catch((err) => logger.log("warn", "handing over leadership failed", { error: String(err?.message ?? err) }));
+    // server.close resolves once every connection is gone, but a connection that never carried a
+    // request is neither idle nor busy to node's http server and stays open until the client closes
+    // it: the spare connections Go's transport dials during a burst of webhook calls and then keeps
+    // for its 90 s idle timeout. That, not a request, is what kept serve alive for ~80 s after
+    // webhook traffic. So the wait ends as soon as every admission has been answered.
+    const connectionsClosed = server.close(drainMs).then(() => "closed" as const);
+    const answered = sleep(drainMs)
+      .then(() => quietFor(() => reservationsInFlight === 0, ANSWERED_SETTLE_MS))
+      .then(() => "answered" as const);
+    const ended = await Promise.race([connectionsClosed, answered, sleep(drainMs + IN_FLIGHT_GRACE_MS).then(() => "timeout" as const)]);
+    if (ended === "timeout") logger.log("warn", "requests still in flight after the webhook timeout; closing their connections", { waitedMs: drainMs + IN_FLIGHT_GRACE_MS });
+    else if (ended === "answered") logger.log("debug", "every admission answered; closing connections that carry no request");
+    await Promise.all([
+      handedOver,
+      // Its own Lease release and report deletion; bounded, like ours.
+      bounded(certificates?.stop() ?? Promise.resolve(), 2 * STEP_TIMEOUT_MS),
+    ]);
+    await bounded(disconnect(), STEP_TIMEOUT_MS);
+    logger.log("info", "stopped", { signal, ms: Math.round(performance.now() - started) });
     process.exit(0);
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
   return -1;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Resolves once `idle()` has held for `ms` on end (checked every 25 ms). */
+async function quietFor(idle: () => boolean, ms: number): Promise<void> {
+  let since = idle() ? performance.now() : undefined;
+  while (since === undefined || performance.now() - since < ms) {
+    await sleep(25);
+    if (!idle()) since = undefined;
+    else since ??= performance.now();
+  }
+}
+
+/** Waits for `work` at most `ms`; says whether it finished (a failure counts as finished). */
+async function bounded(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const finished = await Promise.race([
+    work.then(
+      () => true,
+      () => true,
+    ),
+    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+  ]);
+  clearTimeout(timer);
+  return finished;
 }
 
 /** What `GET /debug/cache` shows: enough to compare this replica's caches with a fresh list from the API server. */

@@ -1,7 +1,8 @@
 // `infergate status`: each Project's GPU use against its quota, and recent admission verdicts.
 import fs from "node:fs";
 import https from "node:https";
-import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import { SharedConnectionsKubeConfig } from "../kube/kubeconfig.ts";
 import { parseExposition } from "../adapter/exposition.ts";
 import { GROUP, VERSION, type Project } from "../policy/types.ts";
 import { parseFlags, UsageError } from "./flags.ts";
@@ -63,7 +64,7 @@ export async function runStatus(argv: string[]): Promise<number> {
     throw err;
   }
 
-  const kc = new KubeConfig();
+  const kc = new SharedConnectionsKubeConfig();
   try {
     if (flags.kubeconfig) kc.loadFromFile(flags.kubeconfig);
     else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
@@ -83,6 +84,9 @@ export async function runStatus(argv: string[]): Promise<number> {
     const server = kc.getCurrentCluster()?.server ?? "(no server in the kubeconfig)";
     console.error(`infergate status: cannot list Projects from ${server}: ${describeError(err)}`);
     return 1;
+  } finally {
+    // A list still running after the timeout would otherwise keep the command from exiting.
+    await kc.close();
   }
   console.log(formatProjectTable(projects.map(projectRowOf)));
 

@@ -6,7 +6,13 @@ import type { Logger } from "../observability/log.ts";
 
 export interface LeaderElection {
   isLeader(): boolean;
-  stop(): Promise<void>;
+  /**
+   * Stops renewing and, when this replica holds the Lease, releases it (clears the holder) so the next
+   * replica takes over at its next try instead of after leaseDurationSeconds. Gives up on the release
+   * after `timeoutMs` (default 1 s): an API server that does not answer must not hold up a shutdown,
+   * and an unreleased Lease still expires.
+   */
+  stop(options?: { timeoutMs?: number }): Promise<void>;
 }
 
 export interface LeaderOptions {
@@ -20,18 +26,23 @@ export interface LeaderOptions {
   onChange?: (leader: boolean) => void;
 }
 
+export const RELEASE_TIMEOUT_MS = 1_000;
+
 export function electLeader(opts: LeaderOptions): LeaderElection {
   const api = opts.kc.makeApiClient(CoordinationV1Api);
   const duration = opts.leaseDurationSeconds ?? 15;
   const every = (opts.renewEverySeconds ?? 2) * 1000;
+  const lease = `${opts.namespace}/${opts.name}`;
   let leader = false;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
+  let ticking: Promise<void> | undefined;
+  let stopping: Promise<void> | undefined;
 
   const setLeader = (value: boolean) => {
     if (value === leader) return;
     leader = value;
-    opts.logger.log("info", value ? "became leader" : "lost leadership", { lease: `${opts.namespace}/${opts.name}`, identity: opts.identity });
+    opts.logger.log("info", value ? "became leader" : "lost leadership", { lease, identity: opts.identity });
     opts.onChange?.(value);
   };
 
@@ -39,19 +50,21 @@ export function electLeader(opts: LeaderOptions): LeaderElection {
     // Lease times are MicroTime: the API server refuses the millisecond form a plain Date serialises to.
     const now = new V1MicroTime();
     try {
-      let lease: V1Lease | undefined;
+      let current: V1Lease | undefined;
       try {
-        lease = await api.readNamespacedLease({ namespace: opts.namespace, name: opts.name });
+        current = await api.readNamespacedLease({ namespace: opts.namespace, name: opts.name });
       } catch (err: any) {
         if (err?.code !== 404) throw err;
       }
-      const spec = lease?.spec;
+      // Stopped while reading: take nothing more. A write already sent is undone by stop's release.
+      if (stopped) return;
+      const spec = current?.spec;
       const renewed = spec?.renewTime ? new Date(spec.renewTime as any).getTime() : 0;
       const expired = now.getTime() - renewed > (spec?.leaseDurationSeconds ?? duration) * 1000;
       const mine = spec?.holderIdentity === opts.identity;
       // A holder that stepped down on shutdown clears its identity, so a successor need not wait out the lease.
-      const released = !!lease && !spec?.holderIdentity;
-      if (!lease) {
+      const released = !!current && !spec?.holderIdentity;
+      if (!current) {
         await api.createNamespacedLease({
           namespace: opts.namespace,
           body: {
@@ -59,13 +72,13 @@ export function electLeader(opts: LeaderOptions): LeaderElection {
             spec: { holderIdentity: opts.identity, leaseDurationSeconds: duration, acquireTime: now, renewTime: now, leaseTransitions: 0 },
           },
         });
-        setLeader(true);
+        if (!stopped) setLeader(true);
       } else if (mine || expired || released) {
         await api.replaceNamespacedLease({
           namespace: opts.namespace,
           name: opts.name,
           body: {
-            ...lease,
+            ...current,
             spec: {
               ...spec,
               holderIdentity: opts.identity,
@@ -76,34 +89,75 @@ export function electLeader(opts: LeaderOptions): LeaderElection {
             },
           },
         });
-        setLeader(true);
+        if (!stopped) setLeader(true);
       } else {
         setLeader(false);
       }
     } catch (err: any) {
       // A conflict means another replica won this round; anything else, we cannot prove we hold it.
-      if (err?.code !== 409) opts.logger.log("warn", "leader election failed", { error: String(err?.message ?? err) });
+      if (err?.code !== 409 && !stopped) opts.logger.log("warn", "leader election failed", { lease, error: String(err?.message ?? err) });
       setLeader(false);
     }
-    if (!stopped) timer = setTimeout(tick, every);
   };
-  void tick();
+
+  const loop = () => {
+    ticking = tick().finally(() => {
+      ticking = undefined;
+      if (!stopped) timer = setTimeout(loop, every);
+    });
+  };
+  loop();
+
+  /** Clears the holder if it is still us; a conflict means the Lease changed under us: look again. */
+  const release = async () => {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const current = await api.readNamespacedLease({ namespace: opts.namespace, name: opts.name });
+      if (current.spec?.holderIdentity !== opts.identity) return;
+      try {
+        await api.replaceNamespacedLease({
+          namespace: opts.namespace,
+          name: opts.name,
+          body: { ...current, spec: { ...current.spec, holderIdentity: undefined } },
+        });
+        opts.logger.log("info", "released leadership", { lease, identity: opts.identity });
+        return;
+      } catch (err: any) {
+        if (err?.code !== 409) throw err;
+      }
+    }
+  };
+
+  const stop = async (timeoutMs: number) => {
+    stopped = true;
+    if (timer) clearTimeout(timer);
+    // A renewal in flight may land after a release and take the Lease back: let it finish first. It
+    // only counts if we held the Lease or were about to take it.
+    const inFlight = ticking;
+    const mayHold = leader || inFlight !== undefined;
+    setLeader(false);
+    if (!mayHold) return;
+    let deadline: NodeJS.Timeout | undefined;
+    let gaveUp = false;
+    const released = (async () => {
+      await inFlight;
+      await release();
+    })().catch((err: any) => {
+      // After giving up, the failure is only the abandoned request being cut off.
+      if (err?.code !== 404 && !gaveUp) opts.logger.log("warn", "cannot release the Lease; the next leader waits for it to expire", { lease, error: String(err?.message ?? err) });
+    });
+    const inTime = await Promise.race([released.then(() => true), new Promise<false>((resolve) => (deadline = setTimeout(() => resolve(false), timeoutMs)))]);
+    clearTimeout(deadline);
+    if (!inTime) {
+      gaveUp = true;
+      opts.logger.log("warn", "the API server did not confirm the Lease release in time; the next leader waits for it to expire", { lease, timeoutMs, leaseDurationSeconds: duration });
+    }
+  };
 
   return {
     isLeader: () => leader,
-    async stop() {
-      stopped = true;
-      if (timer) clearTimeout(timer);
-      if (!leader) return;
-      setLeader(false);
-      try {
-        const lease = await api.readNamespacedLease({ namespace: opts.namespace, name: opts.name });
-        if (lease.spec?.holderIdentity === opts.identity) {
-          await api.replaceNamespacedLease({ namespace: opts.namespace, name: opts.name, body: { ...lease, spec: { ...lease.spec, holderIdentity: undefined } } });
-        }
-      } catch {
-        // Best effort: an unreleased lease simply expires after leaseDurationSeconds.
-      }
+    stop(options = {}) {
+      stopping ??= stop(options.timeoutMs ?? RELEASE_TIMEOUT_MS);
+      return stopping;
     },
   };
 }

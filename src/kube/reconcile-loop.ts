@@ -38,8 +38,19 @@ export interface ReconcileLoopOptions<Caches> extends Omit<ClusterReconcilerOpti
 }
 
 const TICK_MS = 1_000;
+/** How long `stop` waits for a round in flight by default. */
+export const STOP_WAIT_MS = 1_000;
 
-export function startReconcileLoop<Caches>(opts: ReconcileLoopOptions<Caches>): { stop(): Promise<void> } {
+export interface ReconcileLoop {
+  /**
+   * No new round starts; the round in flight gets `timeoutMs` to finish, then what `prepare` started is
+   * closed. A round cut short is safe to abandon: every round compares the whole desired state with
+   * the cluster, so the next leader's first round redoes whatever this one did not get to.
+   */
+  stop(options?: { timeoutMs?: number }): Promise<void>;
+}
+
+export function startReconcileLoop<Caches>(opts: ReconcileLoopOptions<Caches>): ReconcileLoop {
   const ready = opts.ready ?? (() => true);
   const resyncEveryMs = opts.resyncEveryMs ?? 30_000;
   let dirty = true;
@@ -55,7 +66,7 @@ export function startReconcileLoop<Caches>(opts: ReconcileLoopOptions<Caches>): 
   const round = async () => {
     if (!opts.isLeader() || !ready()) return;
     const caches = await opts.prepare(changed);
-    if (caches === undefined) return;
+    if (caches === undefined || stopped) return;
     const due = dirty || opts.store.generation !== generation || performance.now() - lastRun >= resyncEveryMs;
     if (!due) return;
     dirty = false;
@@ -75,12 +86,25 @@ export function startReconcileLoop<Caches>(opts: ReconcileLoopOptions<Caches>): 
   };
   tick();
 
+  let stopping: Promise<void> | undefined;
+  const stop = async (timeoutMs: number) => {
+    stopped = true;
+    if (timer) clearTimeout(timer);
+    if (inFlight) {
+      let timedOut: NodeJS.Timeout | undefined;
+      const finished = await Promise.race([
+        inFlight.then(() => true),
+        new Promise<false>((resolve) => (timedOut = setTimeout(() => resolve(false), timeoutMs))),
+      ]);
+      clearTimeout(timedOut);
+      if (!finished) opts.logger.log("warn", `${opts.name} reconcile still running at shutdown; abandoned`, { waitedMs: timeoutMs });
+    }
+    await opts.close();
+  };
   return {
-    async stop() {
-      stopped = true;
-      if (timer) clearTimeout(timer);
-      await inFlight;
-      await opts.close();
+    stop(options = {}) {
+      stopping ??= stop(options.timeoutMs ?? STOP_WAIT_MS);
+      return stopping;
     },
   };
 }

@@ -42,10 +42,14 @@ export function watchResource<T extends KubernetesObject>(opts: WatchOptions<T>)
     });
     return list;
   };
-  const lw = new ListWatch<T>(opts.path, watchReportingConnects(new Watch(opts.kc), () => (backoffMs = 500)), listFn, false, opts.labelSelector, opts.fieldSelector);
-  lw.on("add", (o) => opts.onEvent("ADDED", o));
-  lw.on("update", (o) => opts.onEvent("MODIFIED", o));
-  lw.on("delete", (o) => opts.onEvent("DELETED", o));
+  const watch = watchReportingConnects(new Watch(opts.kc), () => (backoffMs = 500), () => stopped);
+  const lw = new ListWatch<T>(opts.path, watch, listFn, false, opts.labelSelector, opts.fieldSelector);
+  const deliver = (event: WatchEvent) => (o: T) => {
+    if (!stopped) opts.onEvent(event, o);
+  };
+  lw.on("add", deliver("ADDED"));
+  lw.on("update", deliver("MODIFIED"));
+  lw.on("delete", deliver("DELETED"));
   lw.on("error", (err: any) => {
     if (stopped) return;
     opts.logger.log("warn", "watch interrupted; restarting", { resource: opts.name, error: String(err?.message ?? err), retryInMs: backoffMs });
@@ -73,17 +77,27 @@ export function watchResource<T extends KubernetesObject>(opts: WatchOptions<T>)
  * so a list alone cannot tell that the API server is back. Without this, the backoff grows with every
  * outage (or burst of 429s) and never shrinks: a later, short interruption would leave the cache stale
  * for up to the 30 s cap. A watch whose request was answered with 200 counts as connected.
+ *
+ * It also keeps a stopped watch stopped. ListWatch.stop() aborts only the watch request it already
+ * holds: a list in flight at that moment is followed by a fresh watch request, a long poll nobody
+ * would ever abort. Once `stopped()`, no request is made, and one whose answer arrives late is aborted.
  */
-function watchReportingConnects(watch: Watch, onConnected: () => void): Watch {
+function watchReportingConnects(watch: Watch, onConnected: () => void, stopped: () => boolean): Watch {
   const reporting = Object.create(watch) as Watch;
   reporting.watch = async (path, query, callback, done) => {
+    if (stopped()) {
+      const idle = new AbortController();
+      idle.abort();
+      return idle;
+    }
     let failed = false;
     const controller = await watch.watch(path, query, callback, (err) => {
       if (err) failed = true;
       done(err);
     });
+    if (stopped()) controller.abort();
     // Watch.watch has already called `done` with the error when the request failed.
-    if (!failed) onConnected();
+    else if (!failed) onConnected();
     return controller;
   };
   return reporting;

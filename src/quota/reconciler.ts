@@ -65,33 +65,52 @@ function sameStatus(a: ProjectStatus | undefined, b: ProjectStatus): boolean {
   return isDeepStrictEqual(strip(a ?? {}), strip(b));
 }
 
-export function startReconciler(opts: ReconcilerOptions): { trigger(): void; stop(): void; runOnce(): Promise<void> } {
+export interface StatusReconciler {
+  trigger(): void;
+  runOnce(): Promise<void>;
+  /**
+   * No new round starts; the status write in flight gets `timeoutMs` to land. The writes not yet made
+   * are abandoned, safely: Project status is derived (watched objects plus the reservations already in
+   * the status), every write is a compare-and-swap, and the next leader recomputes it all in its first
+   * round. Reservations themselves are written by the ledger while admitting, never here.
+   */
+  stop(options?: { timeoutMs?: number }): Promise<void>;
+}
+
+export const STOP_WAIT_MS = 1_000;
+
+export function startReconciler(opts: ReconcilerOptions): StatusReconciler {
   const firstSeen = new Map<string, number>();
   const now = opts.now ?? (() => new Date());
   let timer: NodeJS.Timeout | undefined;
   let pending: NodeJS.Timeout | undefined;
-  let running = false;
+  let running: Promise<void> | undefined;
   let stopped = false;
+  let stopping: Promise<void> | undefined;
 
   const runOnce = async () => {
-    if (!opts.isLeader() || running) return;
-    running = true;
+    if (!opts.isLeader() || running || stopped) return;
+    running = writeStatuses();
     try {
-      for (const project of opts.projects()) {
-        const name = project.metadata.name ?? "";
-        const at = now();
-        const settled = settledReservations(project.status?.reservations as Reservation[] | undefined, opts.lookup, firstSeen, at, opts.graceMs ?? 3_000);
-        const status = desiredStatus(project, opts.lookup, opts.workloads(name), settled, at);
-        if (sameStatus(project.status, status)) continue;
-        try {
-          await opts.api.replaceStatus({ ...project, status });
-        } catch (err: any) {
-          // 409: someone reserved meanwhile; the next round works from the newer copy.
-          if (err?.code !== 409 && err?.code !== 404) opts.logger.log("warn", "project status update failed", { project: name, error: String(err?.message ?? err) });
-        }
-      }
+      await running;
     } finally {
-      running = false;
+      running = undefined;
+    }
+  };
+  const writeStatuses = async () => {
+    for (const project of opts.projects()) {
+      if (stopped || !opts.isLeader()) return;
+      const name = project.metadata.name ?? "";
+      const at = now();
+      const settled = settledReservations(project.status?.reservations as Reservation[] | undefined, opts.lookup, firstSeen, at, opts.graceMs ?? 3_000);
+      const status = desiredStatus(project, opts.lookup, opts.workloads(name), settled, at);
+      if (sameStatus(project.status, status)) continue;
+      try {
+        await opts.api.replaceStatus({ ...project, status });
+      } catch (err: any) {
+        // 409: someone reserved meanwhile; the next round works from the newer copy.
+        if (err?.code !== 409 && err?.code !== 404 && !stopped) opts.logger.log("warn", "project status update failed", { project: name, error: String(err?.message ?? err) });
+      }
     }
   };
   const loop = () => {
@@ -110,10 +129,19 @@ export function startReconciler(opts: ReconcilerOptions): { trigger(): void; sto
         void runOnce();
       }, 100);
     },
-    stop() {
-      stopped = true;
-      if (timer) clearTimeout(timer);
-      if (pending) clearTimeout(pending);
+    stop(options = {}) {
+      stopping ??= (async () => {
+        stopped = true;
+        if (timer) clearTimeout(timer);
+        if (pending) clearTimeout(pending);
+        if (!running) return;
+        const timeoutMs = options.timeoutMs ?? STOP_WAIT_MS;
+        let timedOut: NodeJS.Timeout | undefined;
+        const landed = await Promise.race([running.then(() => true, () => true), new Promise<false>((resolve) => (timedOut = setTimeout(() => resolve(false), timeoutMs)))]);
+        clearTimeout(timedOut);
+        if (!landed) opts.logger.log("warn", "project status write still running at shutdown; abandoned, the next leader redoes it", { waitedMs: timeoutMs });
+      })();
+      return stopping;
     },
   };
 }
