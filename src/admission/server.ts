@@ -1,7 +1,7 @@
 // The HTTPS front of the webhook: express routes, body limits, TLS hot reload, graceful shutdown.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import https from "node:https";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import express, { type NextFunction, type Request, type Response } from "express";
 import { handleAdmission, type AdmissionDeps } from "./handler.ts";
 
@@ -197,6 +197,21 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   server.keepAliveTimeout = 30_000;
   server.headersTimeout = 35_000;
   server.requestTimeout = 30_000;
+  // Requests in flight per connection. Node counts a connection that never carried a request as
+  // neither idle nor active: closeIdleConnections() skips it and server.close() waits for it, while
+  // the API server's Go client keeps spare connections open for 90 s after a burst.
+  const inFlight = new Map<Socket, number>();
+  server.on("secureConnection", (socket: Socket) => {
+    inFlight.set(socket, 0);
+    socket.once("close", () => inFlight.delete(socket));
+  });
+  server.on("request", (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket;
+    inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
+    res.once("close", () => {
+      if (inFlight.has(socket)) inFlight.set(socket, Math.max(0, inFlight.get(socket)! - 1));
+    });
+  });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(opts.port, opts.address, () => {
@@ -219,6 +234,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       return new Promise((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
+        // Busy connections close after their answer (`Connection: close`); nothing else is left to wait for.
+        for (const [socket, requests] of inFlight) if (requests === 0) socket.destroy();
       });
     },
   };

@@ -19,6 +19,7 @@ import { electLeader } from "../kube/leader.ts";
 import { SharedConnectionsKubeConfig } from "../kube/kubeconfig.ts";
 import { startPodGroupReconciler } from "../podgroups/reconciler.ts";
 import { startHpaReconciler } from "../autoscaling/reconciler.ts";
+import { DeploymentDigest } from "../autoscaling/deployment-digest.ts";
 import { chargeKey } from "../quota/view.ts";
 import { milliToGpus, quotaMilliOf } from "../quota/accounting.ts";
 import type { AdmissionRequest } from "../admission/types.ts";
@@ -34,12 +35,6 @@ import { MUTATION_TIMEOUT_SECONDS, VALIDATION_TIMEOUT_SECONDS } from "../install
 const IN_FLIGHT_GRACE_MS = Math.max(MUTATION_TIMEOUT_SECONDS, VALIDATION_TIMEOUT_SECONDS) * 1000;
 /** What each shutdown step that talks to the API server may take (Lease release, a write in flight). */
 const STEP_TIMEOUT_MS = 1_000;
-/**
- * After the drain, with no quota reservation in flight for this long, every admission has been answered:
- * the rest of an admission is synchronous once its body is in, and a body takes milliseconds to arrive.
- */
-const ANSWERED_SETTLE_MS = 250;
-
 const HELP = `usage: infergate serve [flags]
 
   --port N            HTTPS port (default 8443)
@@ -136,8 +131,6 @@ export async function runServe(argv: string[]): Promise<number> {
   let handOver: (drainMs: number) => Promise<void> = async () => undefined;
   let disconnect: () => Promise<void> = async () => undefined;
   let afterValidate: ((request: AdmissionRequest, result: PipelineResult) => Promise<any>) | undefined;
-  // The only part of an admission that waits (on the API server): a quota reservation.
-  let reservationsInFlight = 0;
   if (flags.policy?.length) {
     if (flags.kubeconfig) {
       console.error("infergate serve: --policy (static mode) and --kubeconfig (cluster mode) exclude each other; give one");
@@ -181,18 +174,15 @@ export async function runServe(argv: string[]): Promise<number> {
       isLeader: leader.isLeader,
       logger,
     });
-    const quotaWatches = watchQuotaObjects(kc, totals, logger, () => reconciler.trigger());
+    // One Deployment watch for the quota totals and the HPA reconciler (see deployment-digest.ts).
+    let deploymentsSynced = () => false;
+    const deploymentDigest = new DeploymentDigest(() => deploymentsSynced());
+    const quotaWatches = watchQuotaObjects(kc, totals, logger, () => reconciler.trigger(), (event, deployment) => deploymentDigest.apply(event, deployment));
+    deploymentsSynced = quotaWatches.synced;
     const podGroups = startPodGroupReconciler({ kc, store, logger, isLeader: leader.isLeader, ready: watches.synced });
-    const hpas = startHpaReconciler({ kc, store, logger, isLeader: leader.isLeader, ready: watches.synced });
+    const hpas = startHpaReconciler({ kc, store, logger, isLeader: leader.isLeader, ready: watches.synced, deployments: deploymentDigest });
     const ledger = new QuotaLedger({ api: statusApi, lookup, cachedProject: (name) => store.getProject(name) });
-    afterValidate = async (request) => {
-      reservationsInFlight++;
-      try {
-        return await reserveAfterAdmission(request, store, totals, ledger);
-      } finally {
-        reservationsInFlight--;
-      }
-    };
+    afterValidate = (request) => reserveAfterAdmission(request, store, totals, ledger);
     synced = () => watches.synced() && quotaWatches.synced();
     handOver = async (drainMs) => {
       await Promise.all([reconciler.stop({ timeoutMs: STEP_TIMEOUT_MS }), podGroups.stop(), hpas.stop()]);
@@ -255,18 +245,10 @@ export async function runServe(argv: string[]): Promise<number> {
     }, budgetMs);
     stopCertWatch();
     const handedOver = handOver(drainMs).catch((err) => logger.log("warn", "handing over leadership failed", { error: String(err?.message ?? err) }));
-    // server.close resolves once every connection is gone, but a connection that never carried a
-    // request is neither idle nor busy to node's http server and stays open until the client closes
-    // it: the spare connections Go's transport dials during a burst of webhook calls and then keeps
-    // for its 90 s idle timeout. That, not a request, is what kept serve alive for ~80 s after
-    // webhook traffic. So the wait ends as soon as every admission has been answered.
-    const connectionsClosed = server.close(drainMs).then(() => "closed" as const);
-    const answered = sleep(drainMs)
-      .then(() => quietFor(() => reservationsInFlight === 0, ANSWERED_SETTLE_MS))
-      .then(() => "answered" as const);
-    const ended = await Promise.race([connectionsClosed, answered, sleep(drainMs + IN_FLIGHT_GRACE_MS).then(() => "timeout" as const)]);
-    if (ended === "timeout") logger.log("warn", "requests still in flight after the webhook timeout; closing their connections", { waitedMs: drainMs + IN_FLIGHT_GRACE_MS });
-    else if (ended === "answered") logger.log("debug", "every admission answered; closing connections that carry no request");
+    // server.close answers what is in flight (with `Connection: close`), then closes every connection,
+    // including spare ones a client opened and never used (Go's transport keeps those for 90 s).
+    const closed = await Promise.race([server.close(drainMs).then(() => true), sleep(drainMs + IN_FLIGHT_GRACE_MS).then(() => false)]);
+    if (!closed) logger.log("warn", "requests still in flight after the webhook timeout; closing their connections", { waitedMs: drainMs + IN_FLIGHT_GRACE_MS });
     await Promise.all([
       handedOver,
       // Its own Lease release and report deletion; bounded, like ours.
@@ -282,16 +264,6 @@ export async function runServe(argv: string[]): Promise<number> {
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-/** Resolves once `idle()` has held for `ms` on end (checked every 25 ms). */
-async function quietFor(idle: () => boolean, ms: number): Promise<void> {
-  let since = idle() ? performance.now() : undefined;
-  while (since === undefined || performance.now() - since < ms) {
-    await sleep(25);
-    if (!idle()) since = undefined;
-    else since ??= performance.now();
-  }
-}
 
 /** Waits for `work` at most `ms`; says whether it finished (a failure counts as finished). */
 async function bounded(work: Promise<unknown>, ms: number): Promise<boolean> {

@@ -1,8 +1,9 @@
 // The webhook server over real HTTPS: routes, bad input, and what each kind of request gets back.
 import { readFileSync } from "node:fs";
 import https from "node:https";
+import tls from "node:tls";
 import fastJsonPatch from "fast-json-patch";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { AdmissionDeps } from "../../src/admission/handler.ts";
 import type { Plugin } from "../../src/admission/plugin.ts";
 import { MAX_NESTING_DEPTH } from "../../src/admission/review.ts";
@@ -378,5 +379,66 @@ describe("operations endpoints", () => {
   it("logs each admission it worked on as one JSON line", () => {
     const entries = logLines.map((line) => JSON.parse(line));
     expect(entries.some((e) => e.msg === "admission" && e.webhook === "mutate" && e.verdict === "patched" && e.project === "team-a")).toBe(true);
+  });
+});
+
+describe("closing", () => {
+  it("does not wait for a connection that never carried a request, and answers the request in flight", async () => {
+    const now = new Date();
+    const ca = createCA({ commonName: "infergate-close-test-ca", now });
+    const serving = createServingCert({ ca, hosts: ["127.0.0.1"], now });
+    let held = false;
+    let release: () => void = () => undefined;
+    const slow: Plugin = { name: "slow", appliesTo: () => true, validate: () => undefined };
+    const store = new PolicyStore();
+    for (const item of fixture("team-a-policy").items) {
+      if (item.kind === "Project") store.upsertProject(item);
+      else store.upsertPolicy(item);
+    }
+    const deps: AdmissionDeps = {
+      plugins: [slow],
+      policies: store,
+      cluster: () => ({ knativeFeatures: store.knativeFeatures }),
+      metrics: createAdmissionMetrics({ defaults: false }),
+      logger: createLogger("error", () => undefined),
+      // Holds one validation open until the test lets it go.
+      afterValidate: () =>
+        new Promise((resolve) => {
+          held = true;
+          release = () => resolve(undefined);
+        }),
+    };
+    const closing = await startServer({ address: "127.0.0.1", port: 0, cert: serving.certPem, key: serving.keyPem, deps });
+    // A spare connection, as the API server's client leaves behind: TLS done, no request ever sent.
+    const spare = tls.connect({ host: "127.0.0.1", port: closing.port, ca: ca.certPem });
+    await new Promise((resolve) => spare.once("secureConnect", resolve));
+    const spareClosed = new Promise((resolve) => spare.once("close", resolve));
+    const oneShot = new https.Agent({ ca: ca.certPem, keepAlive: true });
+    const body = JSON.stringify(fixture("deployment-vllm-create"));
+    const answer = new Promise<{ status: number; text: string; connection: string | undefined }>((resolve, reject) => {
+      const req = https.request(
+        { agent: oneShot, host: "127.0.0.1", port: closing.port, path: "/validate", method: "POST", headers: { "content-type": "application/json" } },
+        (res) => {
+          let text = "";
+          res.on("data", (d) => (text += d));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, text, connection: res.headers.connection }));
+        },
+      );
+      req.on("error", reject);
+      req.end(body);
+    });
+    await vi.waitFor(() => expect(held).toBe(true), { timeout: 5_000 });
+    let closed = false;
+    const done = closing.close().then(() => (closed = true));
+    await spareClosed;
+    expect(closed).toBe(false);
+    release();
+    const answered = await answer;
+    expect(answered.status).toBe(200);
+    expect(JSON.parse(answered.text).response.allowed).toBe(true);
+    expect(answered.connection).toBe("close");
+    await done;
+    expect(closed).toBe(true);
+    oneShot.destroy();
   });
 });
