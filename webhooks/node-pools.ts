@@ -2,6 +2,7 @@
 // the order the project lists them. Expressed as node affinity on the label `infergate.dev/node-pool`,
 // merged into whatever affinity the workload (or Knative, with its podAntiAffinity) already has.
 import type { Context, Plugin } from "../src/admission/plugin.ts";
+import { copyJson } from "../src/admission/pipeline.ts";
 import { DEFAULT_NODE_POOL_LABEL, type Project } from "../src/policy/types.ts";
 import { carriesPolicy, peekTemplate } from "../src/workload/workload.ts";
 
@@ -93,7 +94,7 @@ export function mergePoolAffinity(affinity: unknown, key: string, pools: readonl
   const unchanged: PoolAffinityResult = { changed: false, changes: [] };
   if (pools.length === 0) return unchanged;
   if (affinity !== undefined && affinity !== null && !isObject(affinity)) return unchanged;
-  const merged: Record<string, any> = structuredClone(affinity ?? {});
+  const merged: Record<string, any> = copyJson(affinity ?? {});
   if (merged.nodeAffinity !== undefined && merged.nodeAffinity !== null && !isObject(merged.nodeAffinity)) return unchanged;
   const nodeAffinity: Record<string, any> = merged.nodeAffinity ?? {};
   const changes: string[] = [];

@@ -2,6 +2,7 @@
 // duplicating what the workload already tolerates, and without removing anything unless a `locked` rule
 // pins the tolerations.
 import type { Plugin } from "../src/admission/plugin.ts";
+import { copyJson } from "../src/admission/pipeline.ts";
 import type { Toleration } from "../src/policy/types.ts";
 import { carriesPolicy, peekTemplate } from "../src/workload/workload.ts";
 
@@ -85,7 +86,7 @@ export const tolerations: Plugin = {
     const added = missingTolerations(kept.filter(isToleration), wanted);
     if (removed.length === 0 && added.length === 0) return;
 
-    ctx.template()!.spec.tolerations = [...kept, ...added.map((t) => structuredClone(t))];
+    ctx.template()!.spec.tolerations = [...kept, ...added.map((t) => copyJson(t))];
     for (const t of removed) ctx.warn(`infergate: removed toleration ${describeToleration(t as Toleration)} (tolerations locked by policy)`);
     for (const t of added) ctx.warn(`infergate: added toleration ${describeToleration(t)} (policy default)`);
   },

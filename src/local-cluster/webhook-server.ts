@@ -16,6 +16,8 @@ export interface WebhookServerOptions {
   timeoutMs?: number;
   /** Extra options for the Node runtime itself, e.g. `--cpu-prof` for a profiling run. */
   nodeArgs?: readonly string[];
+  /** Extra `infergate serve` flags, e.g. `--log-level debug`. */
+  serveArgs?: readonly string[];
 }
 
 export interface WebhookServer {
@@ -69,6 +71,7 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
         "--cert", pki.serving.cert,
         "--key", pki.serving.key,
         "--kubeconfig", options.kubeconfig,
+        ...(options.serveArgs ?? []),
       ],
       stateDir: options.stateDir,
       cwd: options.repoRoot,

@@ -161,7 +161,10 @@ beforeAll(async () => {
   }));
   for (let shard = 0; shard < SHARDS; shard++) {
     // Its own state directory each: its own log and PID file next to the global webhook's.
-    servers.push(await startWebhookServer({ repoRoot: REPO_ROOT, stateDir: path.join(stateDir, `race-${shard}`), kubeconfig: cluster.kubeconfig }));
+    // Debug: a plain "allowed" is logged only there, and the log tells which process validated what.
+    servers.push(
+      await startWebhookServer({ repoRoot: REPO_ROOT, stateDir: path.join(stateDir, `race-${shard}`), kubeconfig: cluster.kubeconfig, serveArgs: ["--log-level", "debug"] }),
+    );
   }
   await kubectlOk(cluster, ["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items: servers.map((s, i) => shardWebhook(i, s)) }));
   // Also shows each configuration is in force and each process knows the Project.
