@@ -42,10 +42,15 @@ function markedMetadata(meta: string, extraLabelKeys: string[] = []): string[] {
   return [inferenceLabel, ...otherLabels, share];
 }
 
-/** Some container of a pod spec asks for `nvidia.com/gpu`, as a limit or a request. */
+/**
+ * Some container of a pod spec asks for `nvidia.com/gpu`, as a limit or a request. Init containers
+ * count: a native sidecar (restartPolicy Always) holds its GPU for the pod's life, and quota charges an
+ * init container's GPUs too, so skipping them would let such a pod past the quota check.
+ */
 function gpuContainers(podSpec: string): string {
   const asks = (part: string) => all([`has(c.resources.${part})`, `${quote(GPU_RESOURCE)} in c.resources.${part}`]);
-  return all([`has(${podSpec}.containers)`, `${podSpec}.containers.exists(c, ${all(["has(c.resources)", any([asks("limits"), asks("requests")])])})`]);
+  const inList = (list: string) => all([`has(${podSpec}.${list})`, `${podSpec}.${list}.exists(c, ${all(["has(c.resources)", any([asks("limits"), asks("requests")])])})`]);
+  return any([inList("containers"), inList("initContainers")]);
 }
 
 /** A Deployment that infergate treats as an inference workload (or may have to: Knative's runtime). */

@@ -148,6 +148,8 @@ describe("matchConditions: only GPU workloads reach the webhooks", () => {
       expect(e).toContain(`${root} != null`);
       expect(e).toContain(`'nvidia.com/gpu' in c.resources.limits`);
       expect(e).toContain(`'nvidia.com/gpu' in c.resources.requests`);
+      // A GPU only in an init container (a native sidecar serving the model) is charged by quota too.
+      expect(e).toContain(`${root}.spec.template.spec.initContainers.exists(c, `);
       for (const meta of [`${root}.metadata`, `${root}.spec.template.metadata`]) {
         expect(e).toContain(`'gpu-fraction' in ${meta}.annotations`);
         expect(e).toContain(`'gpu-memory' in ${meta}.annotations`);
@@ -163,6 +165,7 @@ describe("matchConditions: only GPU workloads reach the webhooks", () => {
     expect(e).toContain("object != null");
     expect(e).toContain("'serving.knative.dev/revision' in object.metadata.labels");
     expect(e).toContain("'nvidia.com/gpu' in c.resources.limits");
+    expect(e).toContain("object.spec.initContainers.exists(c, ");
     expect(e).not.toContain("oldObject");
   });
 

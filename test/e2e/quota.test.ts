@@ -29,6 +29,7 @@ const cases = {
   rollout: quotaCase("roll", "4"),
   fractions: quotaCase("frac", "1", "hami"),
   pod: quotaCase("pod", "2"),
+  sidecar: quotaCase("sidecar", "2"),
   dryRun: quotaCase("dry", "2"),
   restart: quotaCase("restart", "4"),
 };
@@ -290,6 +291,22 @@ describe("GPU quota through kubectl", () => {
     expectQuotaDenial(await apply(gpuPod(c, "one-more", 1)), "this create needs 1 GPU (1 pod × 1 GPU, bare pod) but 0 of 2 are free");
     const pods = (await getJson(cluster, ["pods", "-n", c.namespace])).items.map((p: any) => p.metadata.name);
     expect(pods).toEqual(["fits"]);
+  });
+
+  it("counts a GPU held only by a native sidecar init container, and denies past the quota", async () => {
+    const c = cases.sidecar;
+    // The model server runs as an init container with restartPolicy Always; the main container asks for no GPU.
+    const withSidecar = (name: string, replicas: number) => {
+      const d = gpuDeployment(c, name, { replicas });
+      const spec = d.spec.template.spec;
+      spec.initContainers = [{ name: "model", image: "registry.example.com/server:1", restartPolicy: "Always", resources: { limits: { "nvidia.com/gpu": "1" } } }];
+      spec.containers[0].resources = {};
+      return d;
+    };
+    const admitted = await applyOk(withSidecar("engine", 2), ["-o", "json"]);
+    expect(JSON.parse(admitted.stdout).spec.template.spec.tolerations).toEqual(expect.arrayContaining([expect.objectContaining({ key: gpuToleration.key })]));
+    await expectProjectShows(c, "2", "0");
+    expectQuotaDenial(await apply(withSidecar("more", 1)), "this create needs 1 GPU", "but 0 of 2 are free");
   });
 
   it("reserves nothing for --dry-run=server", async () => {
