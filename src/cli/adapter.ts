@@ -1,7 +1,7 @@
 // `infergate adapter`: the custom-metrics adapter (custom.metrics.k8s.io behind an APIService).
 import { readFileSync } from "node:fs";
 import { CoreV1Api, type KubeConfig, type V1ConfigMap, type V1Pod } from "@kubernetes/client-node";
-import { SharedConnectionsKubeConfig } from "../kube/kubeconfig.ts";
+import { loadKubeConfig } from "../kube/kubeconfig.ts";
 import { createAdapterMetrics } from "../adapter/adapter-metrics.ts";
 import { startAdapterServer } from "../adapter/api.ts";
 import {
@@ -19,7 +19,7 @@ import { createScraper, type TargetResolver } from "../adapter/scraper.ts";
 import { watchResource } from "../kube/watch.ts";
 import { createLogger, isLevel, type Level, type Logger } from "../observability/log.ts";
 import { loadKeyPair, watchKeyPair } from "../tls/reload.ts";
-import { intFlag, parseFlags, UsageError } from "./flags.ts";
+import { IN_CLUSTER_ADDRESS, intFlag, parseFlags, UsageError } from "./flags.ts";
 
 const HELP = `usage: infergate adapter [flags]
 
@@ -137,7 +137,7 @@ export function adapterSettings(argv: string[]): { settings?: AdapterSettings; h
   const allowed = values["requestheader-allowed-names"];
   const settings: AdapterSettings = {
     port: int("port", values.port, 6443, 0, 65535),
-    address: values.address ?? "0.0.0.0",
+    address: values.address ?? IN_CLUSTER_ADDRESS,
     certFile: values.cert ?? "certs/tls.crt",
     keyFile: values.key ?? "certs/tls.key",
     windowMs,
@@ -173,18 +173,16 @@ export async function runAdapter(argv: string[], hooks: AdapterHooks = {}): Prom
     console.error(`infergate adapter: ${(error as Error).message}\nCreate certificates with: infergate certs --out certs --host localhost --host 127.0.0.1`);
     return 2;
   }
-  const kc = new SharedConnectionsKubeConfig();
-  try {
-    if (settings.kubeconfig) kc.loadFromFile(settings.kubeconfig);
-    else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
-    else {
-      console.error("infergate adapter: no cluster to watch pods in; give --kubeconfig FILE, or run inside a cluster");
-      return 2;
-    }
-  } catch (error) {
-    console.error(`infergate adapter: cannot load kubeconfig: ${(error as Error).message}`);
+  const loaded = loadKubeConfig(settings.kubeconfig);
+  if (!loaded.ok) {
+    console.error(
+      loaded.reason === "no-cluster"
+        ? "infergate adapter: no cluster to watch pods in; give --kubeconfig FILE, or run inside a cluster"
+        : `infergate adapter: cannot load kubeconfig: ${loaded.message}`,
+    );
     return 2;
   }
+  const kc = loaded.kc;
 
   let overrideCA: string | undefined;
   if (settings.clientCAFile) {

@@ -3,6 +3,9 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 
 export class UsageError extends Error {}
 
+/** Where the servers listen by default: inside a pod, the API server and Services reach the pod IP. */
+export const IN_CLUSTER_ADDRESS = "0.0.0.0";
+
 export function parseFlags<T extends NonNullable<ParseArgsConfig["options"]>>(argv: string[], options: T, command: string) {
   try {
     return parseArgs({ args: argv, options, allowPositionals: false, strict: true });

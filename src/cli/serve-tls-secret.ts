@@ -1,7 +1,7 @@
 // `infergate serve --tls-secret NAME`: flags, their checks, and the start of Secret-managed certificates
 // (src/tls/secret-manager.ts). Kept out of serve.ts so that command stays about admission.
 import { hostname } from "node:os";
-import { SharedConnectionsKubeConfig } from "../kube/kubeconfig.ts";
+import { loadKubeConfig } from "../kube/kubeconfig.ts";
 import type { Logger } from "../observability/log.ts";
 import type { KeyPair } from "../tls/reload.ts";
 import { defaultPropagationMs, rotationConfigProblems, type RotationConfig } from "../tls/rotation.ts";
@@ -122,14 +122,16 @@ export async function openTlsSecret(
 ): Promise<{ certificates: SecretCertificates; pair: KeyPair } | { error: string }> {
   const { settings, problems } = tlsSecretSettings(flags, options.address);
   if (!settings) return { error: `infergate serve: bad flags:\n  ${problems.join("\n  ")}` };
-  const kc = new SharedConnectionsKubeConfig();
-  try {
-    if (flags.kubeconfig) kc.loadFromFile(flags.kubeconfig);
-    else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
-    else return { error: "infergate serve: --tls-secret needs a cluster: give --kubeconfig FILE, or run inside a cluster" };
-  } catch (err) {
-    return { error: `infergate serve: cannot load kubeconfig: ${(err as Error).message}` };
+  const loaded = loadKubeConfig(flags.kubeconfig);
+  if (!loaded.ok) {
+    return {
+      error:
+        loaded.reason === "no-cluster"
+          ? "infergate serve: --tls-secret needs a cluster: give --kubeconfig FILE, or run inside a cluster"
+          : `infergate serve: cannot load kubeconfig: ${loaded.message}`,
+    };
   }
+  const kc = loaded.kc;
   const certificates = startSecretCertificates({
     kc,
     namespace: options.namespace,

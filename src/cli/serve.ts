@@ -9,14 +9,14 @@ import { loadKeyPair, watchKeyPair } from "../tls/reload.ts";
 import { watchPolicies } from "../kube/policy-watches.ts";
 import { loadPolicyInput } from "../policy/sources.ts";
 import { reviewPolicyRequest } from "../policy/validation.ts";
-import { intFlag, parseFlags, UsageError } from "./flags.ts";
+import { IN_CLUSTER_ADDRESS, intFlag, parseFlags, UsageError } from "./flags.ts";
 import { hostname } from "node:os";
 import { QuotaTotals } from "../quota/totals.ts";
 import { QuotaLedger, kubeProjectStatusApi } from "../quota/ledger.ts";
 import { ledgerLookup, refreshReserved, reserveAfterAdmission, watchQuotaObjects } from "../quota/edge.ts";
 import { startReconciler } from "../quota/reconciler.ts";
 import { electLeader } from "../kube/leader.ts";
-import { SharedConnectionsKubeConfig } from "../kube/kubeconfig.ts";
+import { loadKubeConfig } from "../kube/kubeconfig.ts";
 import { startPodGroupReconciler } from "../podgroups/reconciler.ts";
 import { startHpaReconciler } from "../autoscaling/reconciler.ts";
 import { DeploymentDigest } from "../autoscaling/deployment-digest.ts";
@@ -102,7 +102,7 @@ export async function runServe(argv: string[]): Promise<number> {
   let certificates: SecretCertificates | undefined;
   if (flags["tls-secret"] !== undefined) {
     const namespace = flags.namespace ?? process.env.POD_NAMESPACE ?? "infergate-system";
-    const opened = await openTlsSecret(flags, { address: flags.address ?? "0.0.0.0", namespace, logger });
+    const opened = await openTlsSecret(flags, { address: flags.address ?? IN_CLUSTER_ADDRESS, namespace, logger });
     if ("error" in opened) {
       console.error(opened.error);
       return 2;
@@ -144,18 +144,16 @@ export async function runServe(argv: string[]): Promise<number> {
     loaded.fill(store);
     logger.log("info", "static policy mode", { projects: store.listProjects().length, policies: store.listPolicies().length });
   } else {
-    const kc = new SharedConnectionsKubeConfig();
-    try {
-      if (flags.kubeconfig) kc.loadFromFile(flags.kubeconfig);
-      else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
-      else {
-        console.error("infergate serve: no policy source; give --policy FILE (static mode) or --kubeconfig FILE, or run inside a cluster");
-        return 2;
-      }
-    } catch (err) {
-      console.error(`infergate serve: cannot load kubeconfig: ${(err as Error).message}`);
+    const loaded = loadKubeConfig(flags.kubeconfig);
+    if (!loaded.ok) {
+      console.error(
+        loaded.reason === "no-cluster"
+          ? "infergate serve: no policy source; give --policy FILE (static mode) or --kubeconfig FILE, or run inside a cluster"
+          : `infergate serve: cannot load kubeconfig: ${loaded.message}`,
+      );
       return 2;
     }
+    const kc = loaded.kc;
     const watches = watchPolicies(kc, store, logger);
     const statusApi = kubeProjectStatusApi(kc);
     const lookup = ledgerLookup(totals);
@@ -216,7 +214,7 @@ export async function runServe(argv: string[]): Promise<number> {
     afterValidate,
   };
   const debugCache = flags["debug-endpoints"] ? () => cacheSnapshot(store, totals, synced()) : undefined;
-  const server = await startServer({ address: flags.address ?? "0.0.0.0", port, cert: pair.cert, key: pair.key, deps, ready: synced, debugCache });
+  const server = await startServer({ address: flags.address ?? IN_CLUSTER_ADDRESS, port, cert: pair.cert, key: pair.key, deps, ready: synced, debugCache });
   certificates?.attach(server, pair);
   const stopCertWatch = certificates ? () => undefined : watchKeyPair(
     certFile,

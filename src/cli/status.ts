@@ -2,7 +2,7 @@
 import fs from "node:fs";
 import https from "node:https";
 import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
-import { SharedConnectionsKubeConfig } from "../kube/kubeconfig.ts";
+import { loadKubeConfig } from "../kube/kubeconfig.ts";
 import { parseExposition } from "../adapter/exposition.ts";
 import { GROUP, VERSION, type Project } from "../policy/types.ts";
 import { parseFlags, UsageError } from "./flags.ts";
@@ -64,18 +64,16 @@ export async function runStatus(argv: string[]): Promise<number> {
     throw err;
   }
 
-  const kc = new SharedConnectionsKubeConfig();
-  try {
-    if (flags.kubeconfig) kc.loadFromFile(flags.kubeconfig);
-    else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
-    else {
-      console.error("infergate status: no cluster to read; give --kubeconfig FILE, or run inside a cluster");
-      return 2;
-    }
-  } catch (err) {
-    console.error(`infergate status: cannot load kubeconfig: ${(err as Error).message}`);
+  const loaded = loadKubeConfig(flags.kubeconfig);
+  if (!loaded.ok) {
+    console.error(
+      loaded.reason === "no-cluster"
+        ? "infergate status: no cluster to read; give --kubeconfig FILE, or run inside a cluster"
+        : `infergate status: cannot load kubeconfig: ${loaded.message}`,
+    );
     return 2;
   }
+  const kc = loaded.kc;
 
   let projects: Project[];
   try {

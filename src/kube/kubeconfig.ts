@@ -155,3 +155,24 @@ function feed(hash: Hash, value: unknown): boolean {
   } else return false;
   return true;
 }
+
+export type LoadedKubeConfig =
+  | { ok: true; kc: SharedConnectionsKubeConfig }
+  | { ok: false; reason: "no-cluster" }
+  | { ok: false; reason: "unreadable"; message: string };
+
+/**
+ * The commands' one way to find their cluster: the --kubeconfig file when given, else the pod's
+ * service account inside a cluster. Each command words "no cluster" for what it needed one for.
+ */
+export function loadKubeConfig(file: string | undefined): LoadedKubeConfig {
+  const kc = new SharedConnectionsKubeConfig();
+  try {
+    if (file) kc.loadFromFile(file);
+    else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
+    else return { ok: false, reason: "no-cluster" };
+  } catch (err) {
+    return { ok: false, reason: "unreadable", message: (err as Error).message };
+  }
+  return { ok: true, kc };
+}

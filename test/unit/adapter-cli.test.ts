@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { adapterSettings, parseDuration } from "../../src/cli/adapter.ts";
+import { IN_CLUSTER_ADDRESS } from "../../src/cli/flags.ts";
 
 describe("infergate adapter flags", () => {
   it("reads Go-style durations, and bare numbers as seconds", () => {
@@ -15,7 +16,7 @@ describe("infergate adapter flags", () => {
   it("has the documented defaults", () => {
     expect(adapterSettings([]).settings).toEqual({
       port: 6443,
-      address: "0.0.0.0",
+      address: IN_CLUSTER_ADDRESS,
       certFile: "certs/tls.crt",
       keyFile: "certs/tls.key",
       windowMs: 60_000,

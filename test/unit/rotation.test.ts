@@ -3,6 +3,7 @@
 // verifies the certificate every replica serves.
 import { describe, expect, it } from "vitest";
 import { parseDuration, tlsSecretSettings } from "../../src/cli/serve-tls-secret.ts";
+import { IN_CLUSTER_ADDRESS } from "../../src/cli/flags.ts";
 import { createCA, createServingCert, inspectCert, keyMatchesCert, verifyChain } from "../../src/tls/certificates.ts";
 import {
   ANNOTATIONS,
@@ -235,7 +236,7 @@ describe("configuration", () => {
       config: { hosts: ["infergate-webhook.infergate-system.svc", "127.0.0.1", "localhost"], certLifetimeMs: 20_000, caLifetimeMs: 60_000, propagationMs: 5_000 },
     });
     expect(settings!.config.renewBeforeFraction).toBeCloseTo(1 / 3);
-    const bad = tlsSecretSettings({ "tls-secret": "Bad_Name", "cert-lifetime": "soon", "renew-before-fraction": "3/2", cert: "x.crt" }, "0.0.0.0");
+    const bad = tlsSecretSettings({ "tls-secret": "Bad_Name", "cert-lifetime": "soon", "renew-before-fraction": "3/2", cert: "x.crt" }, IN_CLUSTER_ADDRESS);
     expect(bad.settings).toBeUndefined();
     expect(bad.problems).toHaveLength(4);
   });
